@@ -1,0 +1,182 @@
+"""Speed, memory and quality of the seed's VAE on MNIST against the pytorch/examples-style loop.
+
+Prints one table. All timings are from this one run on this machine (2 threads by default):
+
+* matmul floor   — the five Linear layers' forward+backward matmuls alone, same batch count
+* examples loop  — per-sample Dataset through PIL + DataLoader, sigmoid→BCE, Adam
+                   (the structure of pytorch/examples' vae/main.py, rewritten here)
+* eager loop     — whole set as one float tensor, random permutation, tensor indexing, Adam
+* latentforge    — ``latentforge.train.fit`` (what ``latentforge train vae --data mnist`` runs)
+
+Usage: python benchmarks/bench_vae_speed.py [--epochs 1] [--quality-epochs 10] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from latentforge.data import load_data
+from latentforge.models import build_model
+from latentforge.train import TrainConfig, evaluate_loss, fit
+
+BATCH = 128
+
+
+def matmul_floor(n_batches: int, reps: int = 1) -> float:
+    """Seconds for the forward+backward matmuls of 784-400-(20,20) / 20-400-784 at batch 128."""
+    b = BATCH
+    g = torch.Generator().manual_seed(0)
+    shapes = [(784, 400), (400, 20), (400, 20), (20, 400), (400, 784)]
+    ws = [torch.randn(i, o, generator=g) for i, o in shapes]
+    ins = [torch.randn(b, i, generator=g) for i, _ in shapes]
+    outs = [torch.empty(b, o) for _, o in shapes]
+    grads_out = [torch.randn(b, o, generator=g) for _, o in shapes]
+    grads_w = [torch.empty(i, o) for i, o in shapes]
+    grads_in = [torch.empty(b, i) for i, _ in shapes]
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        for _ in range(n_batches):
+            for k in range(5):
+                torch.mm(ins[k], ws[k], out=outs[k])
+            for k in range(5):
+                torch.mm(ins[k].t(), grads_out[k], out=grads_w[k])
+                if k > 0:  # the input layer needs no gradient w.r.t. the data
+                    torch.mm(grads_out[k], ws[k].t(), out=grads_in[k])
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+class ExamplesVAE(nn.Module):
+    """The pytorch/examples VAE, written out: fc1, fc21, fc22, fc3, fc4, sigmoid output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc21, self.fc22 = nn.Linear(784, 400), nn.Linear(400, 20), nn.Linear(400, 20)
+        self.fc3, self.fc4 = nn.Linear(20, 400), nn.Linear(400, 784)
+
+    def forward(self, x):
+        h = F.relu(self.fc1(x.view(-1, 784)))
+        mu, logvar = self.fc21(h), self.fc22(h)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        return torch.sigmoid(self.fc4(F.relu(self.fc3(z)))), mu, logvar
+
+
+def examples_loss(recon, mu, logvar, x):
+    bce = F.binary_cross_entropy(recon, x.view(-1, 784), reduction="sum")
+    return bce - 0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+
+
+class PILDataset(torch.utils.data.Dataset):
+    """Per-sample access through PIL, as torchvision's MNIST + ToTensor does."""
+
+    def __init__(self, x: np.ndarray) -> None:
+        self.x = x
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        img = Image.fromarray(self.x[i, 0], mode="L")
+        return torch.from_numpy(np.array(img, dtype=np.uint8)).float().div(255).unsqueeze(0), 0
+
+
+def examples_loop(x_train: np.ndarray, x_test: np.ndarray, epochs: int, seed: int = 0) -> tuple[list[float], float]:
+    torch.manual_seed(seed)
+    model = ExamplesVAE()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loader = torch.utils.data.DataLoader(PILDataset(x_train), batch_size=BATCH, shuffle=True)
+    times = []
+    for _ in range(epochs):
+        model.train()
+        t0 = time.perf_counter()
+        for xb, _ in loader:
+            opt.zero_grad()
+            loss = examples_loss(*model(xb), xb)
+            loss.backward()
+            opt.step()
+        times.append(time.perf_counter() - t0)
+    model.eval()
+    xt = torch.from_numpy(x_test).float().div(255)
+    total = 0.0
+    with torch.no_grad():
+        for i in range(0, len(xt), 1000):
+            xb = xt[i : i + 1000]
+            total += float(examples_loss(*model(xb), xb))
+    return times, total / len(xt)
+
+
+def eager_loop(x_train: np.ndarray, epochs: int, seed: int = 0) -> list[float]:
+    torch.manual_seed(seed)
+    model = ExamplesVAE()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x = torch.from_numpy(x_train).float().div(255).view(len(x_train), -1)
+    times = []
+    for _ in range(epochs):
+        t0 = time.perf_counter()
+        perm = torch.randperm(len(x))
+        for i in range(0, len(x), BATCH):
+            xb = x[perm[i : i + BATCH]]
+            opt.zero_grad()
+            loss = examples_loss(*model(xb), xb)
+            loss.backward()
+            opt.step()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def ours(splits, epochs: int, n_batches: int) -> tuple[list[float], list[float], float, float]:
+    """Train with ``latentforge.train.fit``; after each epoch, time the matmul floor once more
+    so that both are measured under the same machine load (this machine is shared and noisy)."""
+    model = build_model("vae", input_shape=list(splits.train.sample_shape))
+    floors: list[float] = []
+    t0 = time.perf_counter()
+    res = fit(model, splits.train, None, TrainConfig(epochs=epochs, batch_size=BATCH, progress=False),
+              on_epoch_end=lambda *_: floors.append(matmul_floor(n_batches)))
+    wall = time.perf_counter() - t0 - sum(floors)
+    test = evaluate_loss(model, splits.test)["loss"]
+    return [r["seconds"] for r in res.history], floors, test, wall
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--epochs", type=int, default=3, help="epochs timed for speed (the best epoch of each loop is reported)")
+    ap.add_argument("--quality-epochs", type=int, default=10, help="epochs for the test-loss comparison (0: skip)")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    splits = load_data("mnist")
+    x_train, x_test = splits.train.x, splits.test.x
+    n_batches = -(-len(x_train) // BATCH)
+
+    lf_times, floors, lf_test, lf_wall = ours(splits, max(args.epochs, args.quality_epochs), n_batches)
+    floor = min(floors)
+    ex_times, ex_test = examples_loop(x_train, x_test, max(args.epochs, args.quality_epochs))
+    eager = eager_loop(x_train, args.epochs)
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    ex_best, lf_best = min(ex_times), min(lf_times)
+    print(f"MNIST, seed VAE 784-400-20, batch {BATCH}, {args.threads} threads, {n_batches} batches/epoch")
+    print(f"{'loop':<16}{'best epoch s':>14}{'vs examples':>13}{'vs floor':>10}")
+    for name, t in (("matmul floor", floor), ("examples loop", ex_best), ("eager loop", min(eager)), ("latentforge", lf_best)):
+        print(f"{name:<16}{t:>14.3f}{ex_best / t:>12.2f}x{t / floor:>9.2f}x")
+    print(f"targets: latentforge >= 2.50x faster than examples (got {ex_best / lf_best:.2f}x), "
+          f"<= 1.60x the floor (got {lf_best / floor:.2f}x)")
+    if args.quality_epochs:
+        print(f"test loss per sample after {args.quality_epochs} epochs: latentforge {lf_test:.2f} nats, "
+              f"examples loop {ex_test:.2f} nats (target: ours <= reference)")
+        print(f"wall time for {len(lf_times)} epochs: latentforge {lf_wall:.1f}s, examples loop {sum(ex_times):.1f}s")
+    print(f"peak resident memory of this benchmark process: {rss_mb:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,170 @@
+"""Save and load models and training state: safetensors weights + JSON config; never pickle.
+
+A run directory (or any ``save_pretrained`` directory) holds ``config.json`` and
+``model.safetensors``; ``checkpoint/`` adds optimiser and RNG state for ``--resume``. Every
+write goes to a temporary name first and is renamed into place, so a crash never leaves a
+half-written file where a good one was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .errors import UserError
+from .models import build_model
+
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+TRAIN_STATE = "checkpoint"
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Atomically write JSON (temp file in the same folder, then rename)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2, default=_jsonable)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def _jsonable(o: Any) -> Any:
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
+
+
+def read_json(path: Path) -> dict:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise UserError(f"{path} is missing") from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path} is corrupt ({e}); restore it or train again") from None
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    fd, tmp = tempfile.mkstemp(dir=Path(path).parent, prefix=f".{Path(path).name}.")
+    os.close(fd)
+    save_file({k: v.detach().cpu().clone() for k, v in tensors.items()}, tmp, metadata=metadata)
+    os.replace(tmp, path)
+
+
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    if not Path(path).exists():
+        raise UserError(f"{path} is missing; this is not a complete latentforge run directory")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UserError(f"{path} is corrupt or not a safetensors file ({e}); restore it or train again") from None
+
+
+def save_model(model: nn.Module, directory: Path, extra: dict | None = None) -> None:
+    """Write ``model.safetensors`` and ``config.json`` (model name + config + ``extra``)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_tensors(directory / WEIGHTS, model.state_dict(), {"format": "pt"})
+    config = read_json(directory / CONFIG) if (directory / CONFIG).exists() else {}
+    config.update(extra or {})
+    config.update({"model": model.registry_name, "model_config": model.config})
+    write_json(directory / CONFIG, config)
+
+
+def load_model(directory: Path, *, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild a model from ``config.json`` and load its weights, with clear errors on mismatch."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise UserError(f"{directory}: no such run directory; give the folder that `latentforge train` wrote")
+    if not (directory / CONFIG).exists():
+        raise UserError(f"{directory}: not a latentforge run directory (no {CONFIG}); give the folder that `latentforge train` wrote")
+    config = read_json(directory / CONFIG)
+    if "model" not in config or "model_config" not in config:
+        raise UserError(f"{directory / CONFIG}: has no 'model'/'model_config' entries; it was not written by latentforge")
+    try:
+        model = build_model(config["model"], **config["model_config"])
+    except TypeError as e:
+        raise UserError(f"{directory / CONFIG}: model_config does not fit model {config['model']!r} ({e})") from None
+    state = load_tensors(directory / WEIGHTS)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[1:2] or [str(e)]
+        raise UserError(f"{directory / WEIGHTS} does not match {CONFIG} ({first[0].strip()}); were they copied from different runs?") from None
+    return model.to(device).eval()
+
+
+def _flatten_optimizer(prefix: str, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    sd = opt.state_dict()
+    tensors, plain = {}, {}
+    for pid, st in sd["state"].items():
+        for key, val in st.items():
+            if torch.is_tensor(val):
+                tensors[f"{prefix}.{pid}.{key}"] = val
+            else:
+                plain[f"{pid}.{key}"] = val
+    return tensors, {"param_groups": sd["param_groups"], "plain": plain}
+
+
+def _unflatten_optimizer(prefix: str, tensors: dict[str, torch.Tensor], info: dict) -> dict:
+    state: dict[int, dict] = {}
+    for name, val in tensors.items():
+        if name.startswith(prefix + "."):
+            pid, key = name[len(prefix) + 1 :].split(".", 1)
+            state.setdefault(int(pid), {})[key] = val
+    for name, val in info["plain"].items():
+        pid, key = name.split(".", 1)
+        state.setdefault(int(pid), {})[key] = val
+    return {"state": state, "param_groups": info["param_groups"]}
+
+
+def save_training_state(run_dir: Path, model: nn.Module, optimizers: dict[str, torch.optim.Optimizer], state: dict,
+                        rng: dict[str, torch.Tensor]) -> None:
+    """Atomically replace ``run_dir/checkpoint`` with weights, optimiser, RNG and loop state."""
+    run_dir = Path(run_dir)
+    final = run_dir / TRAIN_STATE
+    tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=".checkpoint-"))
+    tensors = {f"rng.{k}": v for k, v in rng.items()}
+    opt_info = {}
+    for name, opt in optimizers.items():
+        t, info = _flatten_optimizer(f"opt.{name}", opt)
+        tensors.update(t)
+        opt_info[name] = info
+    save_tensors(tmp / WEIGHTS, model.state_dict())
+    save_tensors(tmp / "train_state.safetensors", tensors)
+    write_json(tmp / "state.json", {**state, "optimizers": opt_info})
+    old = run_dir / ".checkpoint-old"
+    if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_training_state(run_dir: Path, model: nn.Module, optimizers: dict[str, torch.optim.Optimizer]) -> tuple[dict, dict]:
+    """Restore weights and optimisers in place; return (loop state, RNG tensors)."""
+    ckpt = Path(run_dir) / TRAIN_STATE
+    if not (ckpt / "state.json").exists():
+        raise UserError(f"{run_dir}: nothing to resume (no {TRAIN_STATE}/ folder); train without --resume")
+    state = read_json(ckpt / "state.json")
+    try:
+        model.load_state_dict(load_tensors(ckpt / WEIGHTS))
+    except RuntimeError:
+        raise UserError(f"{ckpt}: the checkpoint does not match this model's settings; resume with the run's own settings") from None
+    tensors = load_tensors(ckpt / "train_state.safetensors")
+    for name, opt in optimizers.items():
+        opt.load_state_dict(_unflatten_optimizer(f"opt.{name}", tensors, state["optimizers"][name]))
+    rng = {k[4:]: v for k, v in tensors.items() if k.startswith("rng.")}
+    return state, rng

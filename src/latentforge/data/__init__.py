@@ -1,0 +1,57 @@
+"""Data: named sets and files in, in-memory :class:`Dataset` splits and a fast batcher out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserError
+from .batcher import Batcher
+from .dataset import Dataset, Splits, holdout_split
+from .files import array_dataset, read_path
+from .named import NAMES, load_named
+
+__all__ = ["Batcher", "Dataset", "Splits", "NAMES", "load_data", "from_array", "binarize_static"]
+
+
+def load_data(spec: str, *, test_fraction: float = 0.1) -> Splits:
+    """A data name (``digits``, ``mnist``, …) or a path, as train/test splits.
+
+    Paths without their own test split get a deterministic held-out ``test_fraction``.
+    """
+    if spec in NAMES:
+        return load_named(spec)
+    path = Path(spec).expanduser()
+    if not path.exists() and "/" not in spec and "." not in spec:
+        raise UserError(f"unknown data set {spec!r}; use one of {', '.join(NAMES)} or a path to a file or folder")
+    if path.suffix == ".npz" and path.exists():
+        try:
+            keys = set(np.load(path, allow_pickle=False).files)
+        except (ValueError, OSError) as e:
+            raise UserError(f"{path}: cannot read .npz ({e})") from None
+        if {"train_images", "test_images"} <= keys:
+            return Splits(train=read_path(path, "train"), test=read_path(path, "test"), name=path.stem)
+    return holdout_split(read_path(path), fraction=test_fraction, seed=0)
+
+
+def from_array(x, y=None, *, name: str = "array") -> Dataset:
+    """A numpy/torch array (images ``(n,H,W)``, ``(n,C,H,W)`` or tables ``(n,D)``) as a Dataset."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    if y is not None and hasattr(y, "detach"):
+        y = y.detach().cpu().numpy()
+    x = np.asarray(x)
+    if x.ndim == 1:
+        raise UserError(f"{name}: got a 1-D array of shape {x.shape}; reshape to (n_samples, n_features)")
+    return array_dataset(x, y, name)
+
+
+def binarize_static(ds: Dataset, *, seed: int = 0) -> Dataset:
+    """One fixed Bernoulli sample of each grey level (used for test sets under binarisation)."""
+    rng = np.random.default_rng(seed)
+    p = ds.floats()
+    xb = (rng.random(p.shape, dtype=np.float32) < p).astype(np.uint8)
+    out = Dataset(x=xb, y=ds.y, name=ds.name, scale=1.0, label_names=ds.label_names, meta=dict(ds.meta))
+    out.meta.pop("value_range", None)
+    return out

@@ -1,0 +1,129 @@
+"""The in-memory data set every model trains on: samples, their shape, range and labels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+
+
+@dataclass
+class Dataset:
+    """Samples kept compactly in memory (uint8 images stay uint8) with what models need to know.
+
+    ``x`` has shape ``(n, *sample_shape)``; images are ``(n, C, H, W)``, tables ``(n, D)``.
+    ``scale`` maps stored values to model inputs (``x / scale``): 255 for uint8 images, 1 else.
+    """
+
+    x: np.ndarray
+    y: np.ndarray | None = None
+    name: str = "data"
+    scale: float = 1.0
+    label_names: list[str] | None = None
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        validate_array(self.x, self.name)
+        if self.y is not None:
+            self.y = np.asarray(self.y).reshape(-1)
+            if len(self.y) != len(self.x):
+                raise UserError(
+                    f"{self.name}: {len(self.y)} labels for {len(self.x)} samples; "
+                    "give one label per sample"
+                )
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(self.x.shape[1:])
+
+    @property
+    def is_image(self) -> bool:
+        return self.x.ndim == 4
+
+    @property
+    def value_range(self) -> tuple[float, float]:
+        """Range of model inputs (after scaling); decides Bernoulli vs Gaussian decoders."""
+        if "value_range" not in self.meta:
+            lo, hi = float(self.x.min()), float(self.x.max())
+            self.meta["value_range"] = (lo / self.scale, hi / self.scale)
+        return self.meta["value_range"]
+
+    @property
+    def in_unit_interval(self) -> bool:
+        lo, hi = self.value_range
+        return lo >= 0.0 and hi <= 1.0
+
+    def tensor(self, device: str | torch.device = "cpu") -> torch.Tensor:
+        """The stored samples as a tensor, still in their compact dtype (no copy on CPU)."""
+        return torch.from_numpy(np.ascontiguousarray(self.x)).to(device)
+
+    def to_float(self, x: torch.Tensor) -> torch.Tensor:
+        """Stored values → model inputs in float32."""
+        x = x.to(torch.float32)
+        return x / self.scale if self.scale != 1.0 else x
+
+    def subset(self, idx: np.ndarray, name: str | None = None) -> Dataset:
+        return Dataset(
+            x=self.x[idx],
+            y=None if self.y is None else self.y[idx],
+            name=name or self.name,
+            scale=self.scale,
+            label_names=self.label_names,
+            meta={k: v for k, v in self.meta.items() if k != "value_range"},
+        )
+
+    def floats(self) -> np.ndarray:
+        """All samples as float32 model inputs (for evaluation and plots, not the hot path)."""
+        return (self.x.astype(np.float32) / self.scale) if self.scale != 1.0 else self.x.astype(np.float32)
+
+
+def validate_array(x: np.ndarray, name: str) -> None:
+    """Reject what no model can train on, with a message that says how to fix it."""
+    if not isinstance(x, np.ndarray):
+        raise UserError(f"{name}: expected an array, got {type(x).__name__}")
+    if x.size == 0 or len(x) == 0:
+        raise UserError(f"{name}: the data set is empty; give at least one sample")
+    if x.ndim not in (2, 4):
+        raise UserError(
+            f"{name}: samples must be vectors (n, features) or images (n, channels, height, width); "
+            f"got an array of shape {x.shape}"
+        )
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+        raise UserError(f"{name}: values must be numeric, got dtype {x.dtype}")
+    if np.issubdtype(x.dtype, np.floating):
+        bad = ~np.isfinite(x)
+        if bad.any():
+            rows = np.unique(np.nonzero(bad.reshape(len(x), -1))[0])
+            raise UserError(
+                f"{name}: {int(bad.sum())} NaN/Inf values in {len(rows)} samples "
+                f"(first at row {int(rows[0])}); remove or impute them first"
+            )
+
+
+@dataclass
+class Splits:
+    """A training set and the held-out set that evaluation and per-epoch test loss use."""
+
+    train: Dataset
+    test: Dataset
+    name: str
+
+
+def holdout_split(data: Dataset, *, fraction: float = 0.1, seed: int = 0) -> Splits:
+    """Deterministic train/test split for data that comes without one."""
+    n = len(data)
+    if n < 2:
+        raise UserError(f"{data.name}: need at least 2 samples to hold out a test set, got {n}")
+    n_test = max(1, int(round(n * fraction)))
+    perm = np.random.default_rng(seed).permutation(n)
+    return Splits(
+        train=data.subset(np.sort(perm[n_test:])),
+        test=data.subset(np.sort(perm[:n_test])),
+        name=data.name,
+    )

@@ -1,0 +1,173 @@
+"""Named data sets: ``digits`` (bundled with scikit-learn), ``mnist``, ``fashion-mnist``, MedMNIST.
+
+Files are looked up in ``$LATENTFORGE_DATA_DIR`` first, then in the user cache
+(``$XDG_CACHE_HOME/latentforge``); when missing they are downloaded from the usual mirrors and
+checked against their published hashes. Offline, the error says which files to put where.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserError
+from .dataset import Dataset, Splits, holdout_split
+from .files import array_dataset, read_idx, read_npz
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    name: str
+    digest: str  # "sha256:<hex>" or "md5:<hex>"
+
+
+@dataclass(frozen=True)
+class IdxSet:
+    folder: str
+    mirrors: tuple[str, ...]
+    files: tuple[RemoteFile, ...]  # train images, train labels, test images, test labels
+    label_names: tuple[str, ...]
+
+
+IDX_SETS = {
+    "mnist": IdxSet(
+        folder="mnist",
+        mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
+        files=(
+            RemoteFile("train-images-idx3-ubyte.gz", "sha256:440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"),
+            RemoteFile("train-labels-idx1-ubyte.gz", "sha256:3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"),
+            RemoteFile("t10k-images-idx3-ubyte.gz", "sha256:8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"),
+            RemoteFile("t10k-labels-idx1-ubyte.gz", "sha256:f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"),
+        ),
+        label_names=tuple(str(i) for i in range(10)),
+    ),
+    "fashion-mnist": IdxSet(
+        folder="fashion-mnist",
+        mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+        files=(
+            RemoteFile("train-images-idx3-ubyte.gz", "md5:8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
+            RemoteFile("train-labels-idx1-ubyte.gz", "md5:25c81989df183df01b3e8a0aad5dffbe"),
+            RemoteFile("t10k-images-idx3-ubyte.gz", "md5:bef4ecab320f06d8554ea6380940ec79"),
+            RemoteFile("t10k-labels-idx1-ubyte.gz", "md5:bb300cfdad3c16e7a12a480ee83cd310"),
+        ),
+        label_names=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+    ),
+}
+
+MEDMNIST = {
+    "breastmnist": RemoteFile("breastmnist.npz", "md5:750601b1f35ba3300ea97c75c52ff8f6"),
+    "pneumoniamnist": RemoteFile("pneumoniamnist.npz", "md5:28209eda62fecd6e6a2d98b1501bb15f"),
+}
+MEDMNIST_URL = "https://zenodo.org/records/10519652/files/"
+
+NAMES = ("digits", *IDX_SETS, *MEDMNIST)
+
+
+def data_dirs() -> list[Path]:
+    """Where named data sets are searched, in order."""
+    dirs = []
+    if os.environ.get("LATENTFORGE_DATA_DIR"):
+        dirs.append(Path(os.environ["LATENTFORGE_DATA_DIR"]).expanduser())
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "latentforge"
+    dirs.append(cache)
+    return dirs
+
+
+def _digest(path: Path, algo: str) -> str:
+    h = hashlib.new(algo)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _find_or_fetch(folder: str, files: tuple[RemoteFile, ...], mirrors: tuple[str, ...], what: str) -> list[Path]:
+    for d in data_dirs():
+        paths = [d / folder / f.name for f in files]
+        if all(p.exists() for p in paths):
+            return paths
+    if os.environ.get("LATENTFORGE_OFFLINE"):
+        raise _missing(folder, files, what, "downloads are off (LATENTFORGE_OFFLINE is set)")
+    target = data_dirs()[-1] / folder
+    out = []
+    for f in files:
+        dest = target / f.name
+        if not dest.exists():
+            _download(f, mirrors, dest, folder, files, what)
+        out.append(dest)
+    return out
+
+
+def _download(f: RemoteFile, mirrors: tuple[str, ...], dest: Path, folder: str, files, what: str) -> None:
+    algo, want = f.digest.split(":")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    last = ""
+    for base in mirrors:
+        try:
+            with urllib.request.urlopen(base + f.name, timeout=30) as r, tempfile.NamedTemporaryFile(
+                dir=dest.parent, delete=False
+            ) as tmp:
+                shutil.copyfileobj(r, tmp)
+            got = _digest(Path(tmp.name), algo)
+            if got != want:
+                os.unlink(tmp.name)
+                last = f"{base}{f.name} has {algo} {got}, expected {want}"
+                continue
+            os.replace(tmp.name, dest)
+            return
+        except OSError as e:
+            last = f"{base}{f.name}: {e}"
+    raise _missing(folder, files, what, f"download failed ({last})")
+
+
+def _missing(folder: str, files, what: str, why: str) -> UserError:
+    names = ", ".join(f.name for f in files)
+    where = " or ".join(str(d / folder) for d in data_dirs())
+    return UserError(
+        f"{what} is not available locally and {why}. Put the files {names} into {where} "
+        f"(set LATENTFORGE_DATA_DIR to the folder that holds '{folder}/'), then run the command again."
+    )
+
+
+def load_digits_splits() -> Splits:
+    """scikit-learn's bundled 8×8 digits (1,797 images, grey levels 0–16): no network needed."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = d.images.astype(np.uint8)[:, None]  # (n, 1, 8, 8), values 0..16
+    ds = Dataset(x=x, y=d.target, name="digits", scale=16.0, label_names=[str(i) for i in range(10)])
+    return holdout_split(ds, fraction=0.2, seed=0)
+
+
+def load_idx_splits(name: str) -> Splits:
+    spec = IDX_SETS[name]
+    tr_x, tr_y, te_x, te_y = _find_or_fetch(spec.folder, spec.files, spec.mirrors, name)
+    train = array_dataset(read_idx(tr_x), read_idx(tr_y), name)
+    test = array_dataset(read_idx(te_x), read_idx(te_y), name)
+    for ds in (train, test):
+        ds.label_names = list(spec.label_names)
+    return Splits(train=train, test=test, name=name)
+
+
+def load_medmnist_splits(name: str) -> Splits:
+    (path,) = _find_or_fetch("medmnist", (MEDMNIST[name],), (MEDMNIST_URL,), name)
+    train, test = read_npz(path, "train"), read_npz(path, "test")
+    train.name = test.name = name
+    return Splits(train=train, test=test, name=name)
+
+
+def load_named(name: str) -> Splits:
+    if name == "digits":
+        return load_digits_splits()
+    if name in IDX_SETS:
+        return load_idx_splits(name)
+    if name in MEDMNIST:
+        return load_medmnist_splits(name)
+    raise KeyError(name)

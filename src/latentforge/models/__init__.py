@@ -1,0 +1,30 @@
+"""Model registry: names (``"vae"``, …) → ``nn.Module`` classes that own their objective."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ..errors import UserError
+
+MODELS: dict[str, type[nn.Module]] = {}
+
+
+def register(name: str):
+    """Class decorator: make a model reachable as ``latentforge train NAME``."""
+
+    def add(cls):
+        MODELS[name] = cls
+        cls.registry_name = name
+        return cls
+
+    return add
+
+
+def build_model(name: str, **config) -> nn.Module:
+    """Instantiate a registered model from its JSON-able config."""
+    if name not in MODELS:
+        raise UserError(f"unknown model {name!r}; available: {', '.join(sorted(MODELS))}")
+    return MODELS[name](**config)
+
+
+from . import vae  # noqa: E402,F401  (registers its models)

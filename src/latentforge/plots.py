@@ -1,0 +1,116 @@
+"""Pictures of a run: sample grids, reconstructions next to inputs, loss curves, latent maps.
+
+Image grids are written with Pillow (crisp pixels, nearest-neighbour upscaling); charts with
+matplotlib's non-interactive Agg backend.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+
+def image_grid(images: np.ndarray, *, nrow: int | None = None, pad: int = 1, min_cell: int = 28) -> np.ndarray:
+    """(N, C, H, W) floats in [0, 1] → one uint8 (H', W'[, 3]) mosaic, upscaled so cells are ≥ min_cell px."""
+    images = np.clip(np.asarray(images, np.float32), 0, 1)
+    n, c, h, w = images.shape
+    nrow = nrow or math.ceil(math.sqrt(n))
+    ncol = nrow
+    nrows = math.ceil(n / ncol)
+    zoom = max(1, math.ceil(min_cell / max(h, w)))
+    ch, cw = h * zoom + pad, w * zoom + pad
+    grid = np.ones((nrows * ch + pad, ncol * cw + pad, c), np.float32)
+    for i, img in enumerate(images):
+        r, q = divmod(i, ncol)
+        up = img.transpose(1, 2, 0).repeat(zoom, 0).repeat(zoom, 1)
+        grid[pad + r * ch : pad + r * ch + h * zoom, pad + q * cw : pad + q * cw + w * zoom] = up
+    out = (grid * 255 + 0.5).astype(np.uint8)
+    return out[..., 0] if c == 1 else out
+
+
+def save_image(arr: np.ndarray, path: Path) -> Path:
+    from PIL import Image
+
+    Image.fromarray(arr).save(path)
+    return Path(path)
+
+
+def save_samples(images: np.ndarray, path: Path) -> Path:
+    """A square grid of generated images."""
+    return save_image(image_grid(images), path)
+
+
+def save_reconstructions(inputs: np.ndarray, recons: np.ndarray, path: Path, *, per_row: int = 8) -> Path:
+    """Pairs of rows: inputs above, their reconstructions below."""
+    n = (min(len(inputs), 32) // per_row) * per_row or min(len(inputs), per_row)
+    rows = []
+    for i in range(0, n, per_row):
+        rows += [inputs[i : i + per_row], recons[i : i + per_row]]
+    return save_image(image_grid(np.concatenate(rows), nrow=per_row), path)
+
+
+def _figure(figsize=(6, 4)):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=figsize, dpi=100)
+    return plt, fig, ax
+
+
+def save_curves(history: list[dict], path: Path) -> Path:
+    """Train and test loss per epoch (and the loss terms, dashed)."""
+    plt, fig, ax = _figure()
+    epochs = [r["epoch"] for r in history]
+    for key, style in (("train_loss", "-"), ("test_loss", "-")):
+        ys = [r.get(key) for r in history]
+        if any(y is not None for y in ys):
+            ax.plot(epochs, ys, style, marker="o", ms=3, label=key.replace("_", " "))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss per sample (nats)" if any("train_kl" in r for r in history) else "loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title("Training curves")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def embed_2d(z: np.ndarray, *, seed: int = 0) -> tuple[np.ndarray, str]:
+    """2-D coordinates of latent codes: the codes themselves if 2-D, else t-SNE (PCA-initialised)."""
+    if z.shape[1] == 1:
+        return np.c_[z[:, 0], np.zeros(len(z))], "z"
+    if z.shape[1] == 2:
+        return z, "z"
+    from sklearn.manifold import TSNE
+
+    perplexity = min(30.0, max(2.0, (len(z) - 1) / 3))
+    return TSNE(n_components=2, init="pca", random_state=seed, perplexity=perplexity).fit_transform(z), "t-SNE of z"
+
+
+def save_latent_map(z: np.ndarray, labels: np.ndarray | None, path: Path, *, label_names: list[str] | None = None,
+                    seed: int = 0) -> Path:
+    """Scatter of the latent codes in 2-D, coloured by label when labels exist."""
+    xy, how = embed_2d(z, seed=seed)
+    plt, fig, ax = _figure((6, 5.5))
+    if labels is not None:
+        classes = np.unique(labels)
+        cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+        for i, c in enumerate(classes):
+            m = labels == c
+            name = label_names[int(c)] if label_names is not None and 0 <= int(c) < len(label_names) else str(c)
+            ax.scatter(xy[m, 0], xy[m, 1], s=6, color=cmap(i % cmap.N), label=name, alpha=0.8)
+        ax.legend(markerscale=3, fontsize=8, loc="best", ncol=2 if len(classes) > 10 else 1)
+    else:
+        ax.scatter(xy[:, 0], xy[:, 1], s=6, alpha=0.7)
+    ax.set_title(f"Latent space ({how}, {len(z)} test samples)")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)

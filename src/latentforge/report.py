@@ -1,0 +1,93 @@
+"""The run's ``report.html``: one self-contained page (images embedded) with what a user checks first."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import json
+from pathlib import Path
+
+from . import __version__
+
+FIGURES = (
+    ("samples.png", "Samples", "Images generated from the prior, z ~ N(0, I)."),
+    ("reconstructions.png", "Reconstructions", "Test inputs (odd rows) and their reconstructions (even rows)."),
+    ("curves.png", "Training curves", "Loss per sample on the training and test sets after each epoch."),
+    ("latent_map.png", "Latent space", "Posterior means of test samples, coloured by label where labels exist."),
+)
+
+METRIC_HELP = {
+    "loss": "test loss (the training objective), per sample",
+    "elbo": "evidence lower bound, nats per sample (higher is better)",
+    "nll_iwae": "−log p(x) by importance sampling (IWAE bound), nats per sample (lower is better)",
+    "recon_mse": "mean squared reconstruction error per value",
+    "psnr": "peak signal-to-noise ratio of reconstructions, dB",
+    "ssim": "structural similarity of reconstructions (1 = identical)",
+}
+
+STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#222;padding:0 1rem}
+h1{font-size:1.6rem;margin-bottom:.2rem} .sub{color:#666;margin-top:0}
+.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(420px,1fr));gap:1.2rem}
+figure{margin:0;border:1px solid #e3e3e3;border-radius:8px;padding:.8rem;background:#fafafa}
+figure img{max-width:100%;image-rendering:pixelated;display:block;margin:auto}
+figcaption{font-size:.9rem;color:#555;margin-top:.4rem} h2{font-size:1.15rem;margin:.2rem 0 .6rem}
+table{border-collapse:collapse;margin:.5rem 0 1.5rem} td,th{border-bottom:1px solid #ddd;padding:.3rem .8rem;text-align:left}
+td.num{text-align:right;font-variant-numeric:tabular-nums} .muted{color:#777;font-size:.85rem}
+"""
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:,.4g}" if abs(v) < 1e5 else f"{v:,.0f}"
+    return html.escape(str(v))
+
+
+def _img(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def write_report(run_dir: Path) -> Path:
+    """(Re)write ``run_dir/report.html`` from the files in the run directory."""
+    run_dir = Path(run_dir)
+    config = json.loads((run_dir / "config.json").read_text())
+    metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").exists() else {}
+    rows = []
+    if (run_dir / "history.csv").exists():
+        with open(run_dir / "history.csv") as f:
+            rows = list(csv.DictReader(f))
+    title = f"{config.get('model', '?')} on {config.get('data', '?')}"
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)} — latentforge</title>",
+             f"<style>{STYLE}</style></head><body>", f"<h1>{html.escape(title)}</h1>"]
+    train = config.get("train", {})
+    parts.append(
+        f"<p class='sub'>{_fmt(metrics.get('epochs', len(rows)))} epochs · batch {train.get('batch_size', '?')} · "
+        f"lr {train.get('lr', '?')} · seed {train.get('seed', '?')} · "
+        f"{_fmt(metrics.get('train_seconds', 0.0))} s training · likelihood {html.escape(str(metrics.get('likelihood', '—')))}</p>"
+    )
+    test = metrics.get("test", {})
+    if test:
+        parts.append("<h2>Test metrics</h2><table><tr><th>metric</th><th>value</th><th>meaning</th></tr>")
+        for k, v in test.items():
+            parts.append(f"<tr><td>{html.escape(k)}</td><td class='num'>{_fmt(v)}</td>"
+                         f"<td class='muted'>{html.escape(METRIC_HELP.get(k, ''))}</td></tr>")
+        parts.append("</table>")
+    parts.append("<div class='grid'>")
+    for name, heading, caption in FIGURES:
+        if (run_dir / name).exists():
+            parts.append(f"<figure><h2>{heading}</h2><img alt='{heading}' src='{_img(run_dir / name)}'>"
+                         f"<figcaption>{caption}</figcaption></figure>")
+    parts.append("</div>")
+    mc = config.get("model_config", {})
+    parts.append("<h2 style='margin-top:1.5rem'>Configuration</h2><table>")
+    for k, v in {**mc, **{f"train.{k}": v for k, v in train.items()}}.items():
+        parts.append(f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td></tr>")
+    parts.append("</table>")
+    parts.append(f"<p class='muted'>latentforge {__version__} · run directory {html.escape(str(run_dir.resolve()))}</p>")
+    parts.append("</body></html>")
+    out = run_dir / "report.html"
+    tmp = run_dir / ".report.html.tmp"
+    tmp.write_text("\n".join(parts))
+    tmp.replace(out)
+    return out

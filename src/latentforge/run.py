@@ -1,0 +1,181 @@
+"""A run directory from start to finish: create it, train into it, write its metrics, pictures
+and report, and read it back. The CLI and the estimators both go through here."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import __version__, plots
+from .checkpoint import CONFIG, TRAIN_STATE, load_model, read_json, save_model, write_json
+from .data import Dataset, Splits, binarize_static, load_data
+from .errors import UserError
+from .metrics import evaluate_model
+from .models import MODELS, build_model
+from .report import write_report
+from .train import TrainConfig, TrainResult, fit, resolve_device
+
+
+def default_run_dir(model: str, data: str) -> Path:
+    stem = Path(data).stem if ("/" in data or "." in data) else data
+    return Path("runs") / f"{model}-{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def prepare_splits(splits: Splits, binarize: str | None, seed: int) -> Splits:
+    """Apply ``--binarize``: static fixes one Bernoulli sample of every set; dynamic resamples
+    training batches (in the batcher) and fixes one sample of the test set."""
+    if binarize is None:
+        return splits
+    if not splits.train.in_unit_interval:
+        raise UserError(f"--binarize needs grey levels in [0, 1]; {splits.name} ranges over {splits.train.value_range}")
+    train = binarize_static(splits.train, seed=seed) if binarize == "static" else splits.train
+    return Splits(train=train, test=binarize_static(splits.test, seed=seed + 1), name=splits.name)
+
+
+def choose_likelihood(likelihood: str, data: Dataset, binarize: str | None) -> str:
+    if likelihood == "auto":
+        return "bernoulli" if (binarize or data.in_unit_interval) else "gaussian"
+    if likelihood in ("bernoulli", "cb") and not data.in_unit_interval:
+        raise UserError(f"--likelihood {likelihood} needs values in [0, 1]; {data.name} ranges over "
+                        f"{data.value_range}. Use --likelihood gaussian")
+    return likelihood
+
+
+def _check_out_dir(out: Path, resume: bool) -> None:
+    if resume:
+        if not (out / CONFIG).exists() or not (out / TRAIN_STATE).exists():
+            raise UserError(f"{out}: not a run directory with a checkpoint to resume; check the path, or train without --resume")
+        return
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out} already exists and is not empty; choose another --out, or add --resume to continue that run")
+
+
+def train_run(
+    model_name: str,
+    data: str,
+    cfg: TrainConfig,
+    *,
+    model_kwargs: dict | None = None,
+    out: Path | None = None,
+    resume: bool = False,
+    eval_k: int = 100,
+) -> Path:
+    """Train ``model_name`` on ``data`` into a run directory and write everything it holds."""
+    cfg.validate()
+    out = Path(out) if out is not None else default_run_dir(model_name, data)
+    _check_out_dir(out, resume)
+    if resume:
+        saved = read_json(out / CONFIG)
+        model_name, data = saved["model"], saved["data"]
+        epochs, device, progress = cfg.epochs, cfg.device, cfg.progress
+        cfg = TrainConfig(**{**saved["train"], "epochs": epochs, "device": device, "progress": progress})
+    if model_name not in MODELS:
+        raise UserError(f"unknown model {model_name!r}; available: {', '.join(sorted(MODELS))}")
+    splits = prepare_splits(load_data(data), cfg.binarize, cfg.seed)
+    if resume:
+        model = build_model(model_name, **saved["model_config"])
+    else:
+        kwargs = dict(model_kwargs or {})
+        kwargs["likelihood"] = choose_likelihood(kwargs.get("likelihood", "auto"), splits.train, cfg.binarize)
+        try:
+            model = build_model(model_name, input_shape=list(splits.train.sample_shape), **kwargs)
+        except (ValueError, TypeError) as e:
+            raise UserError(f"cannot build {model_name}: {e}") from None
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        if not resume:
+            write_json(out / CONFIG, {
+                "model": model_name, "model_config": model.config, "data": data, "train": asdict(cfg),
+                "data_info": data_info(splits.train), "latentforge_version": __version__,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            })
+        result = fit(model, splits.train, splits.test, cfg, run_dir=out, resume=resume)
+    except BaseException:
+        if created and not (out / TRAIN_STATE).exists():
+            shutil.rmtree(out, ignore_errors=True)  # nothing worth keeping: leave no half-made run behind
+        raise
+    finish_run(out, model, splits, result, eval_k=eval_k, device=cfg.device)
+    return out
+
+
+def data_info(ds: Dataset) -> dict:
+    return {"sample_shape": list(ds.sample_shape), "scale": ds.scale, "value_range": list(ds.value_range),
+            "label_names": ds.label_names, "n_train": len(ds), "columns": ds.meta.get("columns")}
+
+
+def finish_run(run_dir: Path, model: nn.Module, splits: Splits, result: TrainResult, *, eval_k: int = 100,
+               device: str = "cpu") -> None:
+    """Weights, metrics.json, pictures and report.html for a trained model."""
+    run_dir = Path(run_dir)
+    model = model.to(resolve_device(device)).eval()
+    save_model(model, run_dir)
+    test = evaluate_model(model, splits.test, k=eval_k, device=resolve_device(device))
+    config = read_json(run_dir / CONFIG)
+    metrics = {
+        "model": config["model"], "data": config["data"], "epochs": len(result.history),
+        "train_seconds": round(result.train_seconds, 3), "samples_per_second": round(result.samples_per_second, 1),
+        "likelihood": model.config.get("likelihood"), "binarize": config["train"].get("binarize"),
+        "interrupted": result.interrupted, "test": test,
+    }
+    write_json(run_dir / "metrics.json", metrics)
+    write_pictures(run_dir, model, splits.test, result.history)
+    write_report(run_dir)
+
+
+@torch.no_grad()
+def write_pictures(run_dir: Path, model: nn.Module, test: Dataset, history: list[dict], *, seed: int = 0) -> None:
+    model = model.cpu().eval()
+    if hasattr(model, "sample"):
+        plots.save_samples(model.sample(64, seed=seed).numpy(), run_dir / "samples.png")
+    x = torch.from_numpy(test.floats()[:32])
+    if hasattr(model, "reconstruct") and test.is_image:
+        plots.save_reconstructions(x.numpy(), model.reconstruct(x).numpy(), run_dir / "reconstructions.png")
+    if history:
+        plots.save_curves(history, run_dir / "curves.png")
+    if hasattr(model, "encode"):
+        n = min(len(test), 1000)
+        z = model.encode(torch.from_numpy(test.floats()[:n]))[0].numpy()
+        labels = None if test.y is None else np.asarray(test.y[:n])
+        plots.save_latent_map(z, labels, run_dir / "latent_map.png", label_names=test.label_names, seed=seed)
+
+
+def load_run(run_dir: Path, *, device: str = "cpu") -> tuple[nn.Module, dict]:
+    """The trained model of a run directory and its config."""
+    model = load_model(run_dir, device=resolve_device(device))
+    return model, read_json(Path(run_dir) / CONFIG)
+
+
+def run_test_data(config: dict, data: str | None) -> Dataset:
+    """The test set a run is evaluated on: its own (binarised as in training), or ``data``'s."""
+    spec = data or config["data"]
+    binarize = config.get("train", {}).get("binarize")
+    splits = prepare_splits(load_data(spec), binarize, config.get("train", {}).get("seed", 0))
+    check_compatible(config, splits.test)
+    return splits.test
+
+
+def check_compatible(config: dict, ds: Dataset) -> None:
+    want = config.get("model_config", {}).get("input_shape")
+    if want is not None and list(ds.sample_shape) != list(want):
+        raise UserError(f"{ds.name}: samples have shape {list(ds.sample_shape)} but the model was trained on {want}; "
+                        "give data of the same shape")
+
+
+def update_metrics(run_dir: Path, test: dict) -> dict:
+    path = Path(run_dir) / "metrics.json"
+    metrics = read_json(path) if path.exists() else {}
+    metrics.setdefault("test", {}).update(test)
+    write_json(path, metrics)
+    return metrics
+
+
+def as_json(obj: dict) -> str:
+    return json.dumps(obj, indent=2)
