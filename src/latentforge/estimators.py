@@ -61,12 +61,13 @@ class VAE(TransformerMixin, BaseEstimator):
         """Train on X (labels are not used for training; they only colour pictures)."""
         ds = self._dataset(X, y)
         likelihood = choose_likelihood(self.likelihood, ds, None)
+        seed = 0 if self.random_state is None else int(self.random_state)
+        torch.manual_seed(seed)  # initial weights come from random_state, too
         try:
             model = build_model(self.registry_name, input_shape=list(ds.sample_shape), latent_dim=int(self.latent_dim),
                                 hidden=[int(h) for h in self.hidden], likelihood=likelihood, beta=float(self.beta))
         except ValueError as e:
             raise UserError(str(e)) from None
-        seed = 0 if self.random_state is None else int(self.random_state)
         cfg = TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, seed=seed, device=self.device,
                           progress=bool(self.verbose))
         result = fit(model, ds, None, cfg)
@@ -111,8 +112,10 @@ class VAE(TransformerMixin, BaseEstimator):
     @torch.no_grad()
     def score_samples(self, X) -> np.ndarray:
         """Per-sample ELBO in nats (higher = more typical)."""
-        torch.manual_seed(0 if self.random_state is None else int(self.random_state))
-        return self.model_.elbo(self._tensor(X)).numpy()
+        x = self._tensor(X)
+        with torch.random.fork_rng():  # reproducible scores without touching the caller's RNG
+            torch.manual_seed(0 if self.random_state is None else int(self.random_state))
+            return self.model_.elbo(x).numpy()
 
     def score(self, X, y=None) -> float:
         return float(np.mean(self.score_samples(X)))

@@ -79,6 +79,7 @@ def train_run(
     if model_name not in MODELS:
         raise UserError(f"unknown model {model_name!r}; available: {', '.join(sorted(MODELS))}")
     splits = prepare_splits(load_data(data), cfg.binarize, cfg.seed)
+    torch.manual_seed(cfg.seed)  # initial weights come from the seed, too
     if resume:
         model = build_model(model_name, **saved["model_config"])
     else:

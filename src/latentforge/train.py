@@ -2,7 +2,7 @@
 ``history.csv``, atomic checkpoints, ``--resume``, NaN guard, Ctrl-C, progress bar.
 
 The loop knows nothing model-specific. A model gives ``loss(x) -> {"loss": …, …}``; it may also
-give ``prepare(x)`` (fit data statistics once), ``configure_optimizers(lr)`` (several
+give ``prepare(dataset)`` (fit data statistics once), ``configure_optimizers(lr)`` (several
 optimisers, e.g. GANs) and ``training_step(x, y, optimizers)`` (its own update order).
 """
 
@@ -210,7 +210,7 @@ def fit(
         if start_epoch >= cfg.epochs:
             raise UserError(f"{run_dir} already has {start_epoch} epochs; ask for more with --epochs N (N > {start_epoch})")
     elif hasattr(model, "prepare"):
-        model.prepare(train.to_float(x_all))
+        model.prepare(train)
     batcher = Batcher(x_all, y_all, batch_size=cfg.batch_size, scale=train.scale, generator=batch_gen,
                       binarize="dynamic" if cfg.binarize == "dynamic" else None, device=device)
     steps_left = len(batcher) * (cfg.epochs - start_epoch)

@@ -23,7 +23,7 @@ def iwae_nll(model: nn.Module, x: torch.Tensor, *, k: int = 1000, batch_size: in
              progress: bool = False) -> np.ndarray:
     """Per-sample −log p(x) estimated with k importance samples (Burda et al. 2015, eq. 8)."""
     d = int(np.prod(x.shape[1:]))
-    batch_size = batch_size or max(1, int(4_000_000 // (min(k, 250) * d)))  # ~16 MB of decoder output per chunk
+    batch_size = batch_size or max(1, int(1_000_000 // (min(k, 250) * d)))  # ~4 MB of decoder output per chunk
     from tqdm.auto import tqdm
 
     out = [model.iwae_nll(b, k=k) for b in tqdm(list(_batches(x, batch_size)), desc=f"IWAE k={k}", disable=not progress,

@@ -5,29 +5,42 @@ from __future__ import annotations
 import numpy as np
 
 
+def per_sample_mse(x: np.ndarray, y: np.ndarray, chunk: int = 1024) -> np.ndarray:
+    """Per-sample mean squared error, in float64, a chunk of rows at a time (bounded memory)."""
+    x = np.asarray(x).reshape(len(x), -1)
+    y = np.asarray(y).reshape(len(y), -1)
+    if x.shape != y.shape:
+        raise ValueError(f"shapes differ: {x.shape} vs {y.shape}")
+    out = np.empty(len(x))
+    for i in range(0, len(x), chunk):
+        d = x[i : i + chunk].astype(np.float64) - y[i : i + chunk]
+        out[i : i + chunk] = np.einsum("ij,ij->i", d, d) / d.shape[1]
+    return out
+
+
 def mse(x: np.ndarray, y: np.ndarray) -> float:
     """Mean squared error per value (averaged over samples and features)."""
-    return float(np.mean((np.asarray(x, np.float64) - np.asarray(y, np.float64)) ** 2))
+    return float(np.mean(per_sample_mse(x, y)))
 
 
 def psnr(x: np.ndarray, y: np.ndarray, *, data_range: float = 1.0) -> float:
     """Mean over samples of 10·log10(range² / MSE_i), in dB; identical samples are capped at 100 dB."""
-    x = np.asarray(x, np.float64).reshape(len(x), -1)
-    y = np.asarray(y, np.float64).reshape(len(y), -1)
-    per = np.mean((x - y) ** 2, axis=1)
-    vals = 10 * np.log10(data_range**2 / np.maximum(per, 1e-10))
-    return float(np.mean(vals))
+    per = per_sample_mse(x, y)
+    return float(np.mean(10 * np.log10(data_range**2 / np.maximum(per, 1e-10))))
 
 
-def ssim(x: np.ndarray, y: np.ndarray, *, data_range: float = 1.0) -> float:
-    """Mean structural similarity over images (N, C, H, W) (Wang et al. 2004, 7×7 window)."""
+def ssim_per_sample(x: np.ndarray, y: np.ndarray, *, data_range: float = 1.0) -> np.ndarray:
+    """Structural similarity of each image pair (N, C, H, W) (Wang et al. 2004; scikit-image,
+    7×7 uniform window, shrunk to the largest odd size that fits small images such as 8×8 digits)."""
     from skimage.metrics import structural_similarity
 
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     win = min(7, x.shape[-1], x.shape[-2])
-    win -= 1 - win % 2  # odd window that fits small images (digits are 8×8)
-    vals = [
-        structural_similarity(a, b, data_range=data_range, channel_axis=0, win_size=win)
-        for a, b in zip(x, y)
-    ]
-    return float(np.mean(vals))
+    win -= 1 - win % 2
+    return np.array([structural_similarity(a, b, data_range=data_range, channel_axis=0, win_size=win)
+                     for a, b in zip(x, y)])
+
+
+def ssim(x: np.ndarray, y: np.ndarray, *, data_range: float = 1.0) -> float:
+    """Mean structural similarity over images (N, C, H, W)."""
+    return float(np.mean(ssim_per_sample(x, y, data_range=data_range)))

@@ -55,12 +55,15 @@ class VAE(nn.Module):
         self.register_buffer("x_scale", torch.ones(d))
         self.log_scale = nn.Parameter(torch.zeros(d)) if likelihood == "gaussian" else None
 
-    def prepare(self, x: torch.Tensor) -> None:
-        """Fit the stored standardisation to training data (Gaussian likelihood only)."""
+    def prepare(self, data) -> None:
+        """Fit the stored standardisation to the training set (Gaussian likelihood only).
+
+        std + 1e-8 keeps a feature that is constant in training finite at test time.
+        """
         if self.likelihood == "gaussian":
-            x = x.flatten(1).double()
-            self.x_shift.copy_(x.mean(0))
-            self.x_scale.copy_(x.std(0, correction=0) + 1e-8)
+            x = data.floats().reshape(len(data), -1).astype("float64")
+            self.x_shift.copy_(torch.from_numpy(x.mean(0)))
+            self.x_scale.copy_(torch.from_numpy(x.std(0) + 1e-8))
 
     def _in(self, x: torch.Tensor) -> torch.Tensor:
         x = x.flatten(1)
