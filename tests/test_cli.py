@@ -3,27 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-import pytest
+from conftest import lf  # noqa: F401  (kept importable as test_cli.lf)
 
 RUN_FILES = ("config.json", "model.safetensors", "metrics.json", "history.csv", "samples.png",
              "reconstructions.png", "report.html", "checkpoint")
-
-
-def lf(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "latentforge.cli", *args], capture_output=True, text=True, cwd=cwd)
-
-
-@pytest.fixture(scope="module")
-def digits_run(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("runs") / "vae-digits"
-    r = lf("train", "vae", "--data", "digits", "--epochs", "3", "--out", str(out))
-    assert r.returncode == 0, r.stderr
-    assert str(out) in r.stdout
-    return out
 
 
 def test_train_writes_every_run_file(digits_run: Path) -> None:

@@ -131,8 +131,9 @@ def _unflatten_optimizer(prefix: str, tensors: dict[str, torch.Tensor], info: di
 
 
 def save_training_state(run_dir: Path, model: nn.Module, optimizers: dict[str, torch.optim.Optimizer], state: dict,
-                        rng: dict[str, torch.Tensor]) -> None:
-    """Atomically replace ``run_dir/checkpoint`` with weights, optimiser, RNG and loop state."""
+                        rng: dict[str, torch.Tensor], *, extra: dict[str, dict[str, torch.Tensor]] | None = None) -> None:
+    """Atomically replace ``run_dir/checkpoint`` with weights, optimiser, RNG and loop state
+    (and ``extra`` tensor sets, e.g. the best epoch's weights, as ``<name>.safetensors``)."""
     run_dir = Path(run_dir)
     final = run_dir / TRAIN_STATE
     tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=".checkpoint-"))
@@ -144,6 +145,8 @@ def save_training_state(run_dir: Path, model: nn.Module, optimizers: dict[str, t
         opt_info[name] = info
     save_tensors(tmp / WEIGHTS, model.state_dict())
     save_tensors(tmp / "train_state.safetensors", tensors)
+    for name, tensors_ in (extra or {}).items():
+        save_tensors(tmp / f"{name}.safetensors", tensors_)
     write_json(tmp / "state.json", {**state, "optimizers": opt_info})
     old = run_dir / ".checkpoint-old"
     if final.exists():
@@ -168,3 +171,9 @@ def load_training_state(run_dir: Path, model: nn.Module, optimizers: dict[str, t
         opt.load_state_dict(_unflatten_optimizer(f"opt.{name}", tensors, state["optimizers"][name]))
     rng = {k[4:]: v for k, v in tensors.items() if k.startswith("rng.")}
     return state, rng
+
+
+def load_training_extra(run_dir: Path | None, name: str) -> dict[str, torch.Tensor] | None:
+    """A tensor set saved with ``save_training_state(extra={name: …})``, or None."""
+    path = Path(run_dir) / TRAIN_STATE / f"{name}.safetensors" if run_dir is not None else None
+    return load_tensors(path) if path is not None and path.exists() else None

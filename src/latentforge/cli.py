@@ -42,13 +42,13 @@ def _root(
     DEBUG["on"] = debug
 
 
-def _hidden(text: str) -> list[int]:
+def _hidden(text: str, flag: str = "--hidden") -> list[int]:
     try:
         sizes = [int(t) for t in text.replace(" ", "").split(",") if t]
     except ValueError:
-        raise UserError(f"--hidden must be comma-separated layer sizes like 400 or 512,256; got {text!r}") from None
+        raise UserError(f"{flag} must be comma-separated sizes like 400 or 512,256; got {text!r}") from None
     if not sizes or any(s < 1 for s in sizes):
-        raise UserError(f"--hidden sizes must be positive integers, got {text!r}")
+        raise UserError(f"{flag} sizes must be positive integers, got {text!r}")
     return sizes
 
 
@@ -59,41 +59,85 @@ def _positive(name: str, value: int) -> None:
 
 @app.command()
 def train(
-    model: str = typer.Argument("vae", help="Model name: vae (more to come: see `latentforge train --help`)."),
+    model: str = typer.Argument("vae", help="Model name: vae, ae, dae, beta-vae, cvae, iwae (and the others "
+                                "registered: an unknown name lists them)."),
     data: str = typer.Option("digits", "--data", help="Data name (digits, mnist, fashion-mnist, breastmnist, "
                              "pneumoniamnist) or a path (.npy, .npz, .csv, .parquet, IDX, folder of images)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs to train (total, also with --resume). "
-                                         "Default 10, or 50 on the small digits set."),
+                                         "Default 10, 50 on the small digits set, 100 for mult-vae/mult-dae."),
     batch_size: int = typer.Option(128, "--batch-size", help="Mini-batch size."),
-    latent_dim: int = typer.Option(20, "--latent-dim", help="Size of the latent code z."),
-    hidden: str = typer.Option("400", "--hidden", help="Hidden layer sizes, comma-separated (encoder; the decoder mirrors it)."),
+    latent_dim: Optional[int] = typer.Option(None, "--latent-dim", help="Size of the latent code z (default 20)."),
+    hidden: Optional[str] = typer.Option(None, "--hidden", help="Hidden layer sizes, comma-separated (encoder; the "
+                                         "decoder mirrors it). Default 400."),
     lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate."),
     seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives the same weights."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/<model>-<data>-<time>)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
-    likelihood: str = typer.Option("auto", "--likelihood", help="Decoder likelihood: auto, bernoulli, cb (continuous "
+    likelihood: Optional[str] = typer.Option(None, "--likelihood", help="Decoder likelihood: auto, bernoulli, cb (continuous "
                                    "Bernoulli) or gaussian. auto: bernoulli for values in [0, 1], else gaussian."),
     binarize: Optional[str] = typer.Option(None, "--binarize", help="dynamic or static: train and test on Bernoulli "
                                            "samples of grey levels (for likelihoods comparable with papers)."),
-    beta: float = typer.Option(1.0, "--beta", help="Weight of the KL term (1 = the ELBO)."),
+    beta: Optional[float] = typer.Option(None, "--beta", help="Weight of the KL term (default 1 = the ELBO; beta-vae: 4)."),
+    arch: Optional[str] = typer.Option(None, "--arch", help="Network: mlp, conv or auto (conv for images of at "
+                                       "least 28x28, else mlp)."),
+    channels: Optional[str] = typer.Option(None, "--channels", help="Conv channels per stride-2 stage, e.g. 32,64."),
+    noise: Optional[str] = typer.Option(None, "--noise", help="dae corruption: gaussian:0.3, mask:0.5 or saltpepper:0.1."),
+    k: Optional[int] = typer.Option(None, "--k", help="iwae: importance samples in the training bound (default 5)."),
+    kl_warmup: Optional[int] = typer.Option(None, "--kl-warmup", help="beta-vae: steps to ramp the KL weight from 0 to beta."),
+    capacity: Optional[float] = typer.Option(None, "--capacity", help="beta-vae: target KL capacity in nats "
+                                             "(Burgess et al. 2018); grows linearly over --capacity-steps."),
+    capacity_steps: Optional[int] = typer.Option(None, "--capacity-steps", help="beta-vae: steps to reach --capacity."),
+    n_codes: Optional[int] = typer.Option(None, "--n-codes", help="vqvae: codebook size (default 128)."),
+    code_dim: Optional[int] = typer.Option(None, "--code-dim", help="vqvae: size of each codeword (default 32)."),
+    commitment: Optional[float] = typer.Option(None, "--commitment", help="vqvae: commitment cost (default 0.25)."),
     eval_k: int = typer.Option(100, "--eval-k", help="Importance samples for the IWAE NLL in metrics.json (0: skip)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (auto picks CUDA when present)."),
     compile: str = typer.Option("auto", "--compile", help="torch.compile the loss: auto, on or off."),
+    d_steps: Optional[int] = typer.Option(None, "--d-steps", help="dcgan, wgan-gp: discriminator (critic) steps per "
+                                          "generator step (default 1; wgan-gp 5). --lr is the generator's rate."),
+    lr_d: Optional[float] = typer.Option(None, "--lr-d", help="dcgan, wgan-gp: discriminator learning rate (default: --lr)."),
+    spectral_norm: Optional[bool] = typer.Option(None, "--spectral-norm/--no-spectral-norm", help="dcgan, wgan-gp: "
+                                                 "spectral normalisation of the discriminator (default off)."),
+    ema: Optional[float] = typer.Option(None, "--ema", help="dcgan, wgan-gp: decay of the generator's weight average "
+                                        "that samples are drawn from (default 0.999; 0: no averaging)."),
+    gp_weight: Optional[float] = typer.Option(None, "--gp-weight", help="wgan-gp: gradient penalty weight λ (default 10)."),
+    beta_cap: Optional[float] = typer.Option(None, "--beta-cap", help="mult-vae: the KL weight is annealed from 0 up "
+                                             "to this (default 0.2); the epoch best on validation users is kept."),
+    anneal_steps: Optional[int] = typer.Option(None, "--anneal-steps", help="mult-vae: updates over which the KL weight "
+                                               "rises to --beta-cap (0: from the start)."),
+    dropout: Optional[float] = typer.Option(None, "--dropout", help="mult-vae, mult-dae: input dropout (default 0.5)."),
+    l2: Optional[float] = typer.Option(None, "--l2", help="mult-vae, mult-dae: L2 penalty on the weights."),
+    min_rating: Optional[float] = typer.Option(None, "--min-rating", help="Interaction data: ratings at or above this "
+                                               "are positives (default 4; data without ratings: every interaction)."),
+    user_col: Optional[str] = typer.Option(None, "--user-col", help="Interaction data: user column (default user)."),
+    item_col: Optional[str] = typer.Option(None, "--item-col", help="Interaction data: item column (default item)."),
+    rating_col: Optional[str] = typer.Option(None, "--rating-col", help="Interaction data: rating column (default rating)."),
 ) -> None:
     """Train a model on a data set; writes a run directory with weights, metrics, pictures and report.html."""
     from .run import train_run
     from .train import TrainConfig
 
     if epochs is None:
-        epochs = 50 if data == "digits" else 10
+        from .models import MODELS
+
+        epochs = getattr(MODELS.get(model), "default_epochs", None) or (50 if data == "digits" else 10)
     for name, v in (("--epochs", epochs), ("--batch-size", batch_size), ("--latent-dim", latent_dim)):
-        _positive(name, v)
+        if v is not None:
+            _positive(name, v)
     if eval_k < 0:
         raise UserError(f"--eval-k must be 0 or more, got {eval_k}")
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, compile=compile,
                       binarize=binarize)
-    kwargs = {"latent_dim": latent_dim, "hidden": _hidden(hidden), "likelihood": likelihood, "beta": beta}
-    run_dir = train_run(model, data, cfg, model_kwargs=kwargs, out=out, resume=resume, eval_k=eval_k)
+    # model hyperparameters: only those the user set; run.model_arguments rejects any the model does not take
+    kwargs = {"latent_dim": latent_dim, "hidden": _hidden(hidden) if hidden is not None else None,
+              "likelihood": likelihood, "beta": beta, "arch": arch,
+              "channels": _hidden(channels, "--channels") if channels is not None else None,
+              "noise": noise, "k": k, "kl_warmup": kl_warmup, "capacity": capacity, "capacity_steps": capacity_steps,
+              "d_steps": d_steps, "lr_d": lr_d, "spectral_norm": spectral_norm, "ema": ema, "gp_weight": gp_weight,
+              "beta_cap": beta_cap, "anneal_steps": anneal_steps, "dropout": dropout, "l2": l2}
+    data_options = {"min_rating": min_rating, "user_col": user_col, "item_col": item_col, "rating_col": rating_col}
+    run_dir = train_run(model, data, cfg, model_kwargs=kwargs, out=out, resume=resume, eval_k=eval_k,
+                        data_options=data_options)
     _print_metrics(run_dir)
     typer.echo(f"run directory: {run_dir}")
     typer.echo(f"report: {run_dir / 'report.html'}")
@@ -230,6 +274,39 @@ def report(run: Path = typer.Argument(..., help="Run directory.")) -> None:
             history = read_json(run / "checkpoint" / "state.json").get("history", [])
         write_pictures(run, model, run_test_data(config, None), history)
     typer.echo(f"wrote {write_report(run)}")
+
+
+@app.command()
+def recommend(
+    run: Path = typer.Argument(..., help="Run directory of mult-vae / mult-dae (or a save_pretrained folder)."),
+    user: Optional[str] = typer.Option(None, "--user", help="Id of a user in the training data."),
+    history: Optional[Path] = typer.Option(None, "--history", help="CSV of a new user's items (an 'item' column, "
+                                           "optional 'rating'); folded in, no retraining."),
+    top: int = typer.Option(20, "--top", help="How many items to recommend."),
+    item_col: str = typer.Option("item", "--item-col", help="Item column of the --history file."),
+    json_out: bool = typer.Option(False, "--json", help="Print [{rank, item, score}, …] as JSON."),
+) -> None:
+    """Top items for a known user (--user) or a new user's history (--history), never items they already have."""
+    import json
+
+    from .tasks.recommend import Recommender, read_history
+
+    _positive("--top", top)
+    if (user is None) == (history is None):
+        raise UserError("give exactly one of --user ID (a known user) or --history FILE.csv (a new user's items)")
+    rec = Recommender.load(run)
+    if user is not None:
+        ranked, who = rec.for_user(user, top=top), f"user {user}"
+    else:
+        items, ratings = read_history(history, item_col=item_col, known=set(rec.index))
+        ranked, who = rec.for_history(items, ratings=ratings, top=top, where=str(history)), f"{history.name} ({len(items)} items)"
+    if json_out:
+        typer.echo(json.dumps([{"rank": i + 1, "item": item, "score": score} for i, (item, score) in enumerate(ranked)]))
+        return
+    typer.echo(f"top {len(ranked)} for {who} (items the user has are excluded)")
+    typer.echo("rank\titem\tscore")
+    for i, (item, score) in enumerate(ranked):
+        typer.echo(f"{i + 1}\t{item}\t{score:.4f}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from .checkpoint import CONFIG, load_model, read_json, save_model, write_json
+from .checkpoint import CONFIG, load_model, read_json, save_model
 from .data import Dataset, from_array
 from .errors import UserError
 from .models import build_model
@@ -29,43 +29,37 @@ def _not_fitted(est) -> None:
         raise NotFittedError(f"this {type(est).__name__} is not fitted yet; call fit(X) first")
 
 
-class VAE(TransformerMixin, BaseEstimator):
-    """Variational autoencoder on images (n, H, W) / (n, C, H, W) or tables (n, features).
+TRAIN_PARAMS = ("epochs", "batch_size", "lr", "random_state", "device", "verbose")
 
-    uint8 inputs are read as grey levels 0–255; floats in [0, 1] get a Bernoulli decoder,
-    other floats a Gaussian one on standardised features (``likelihood="auto"``).
-    ``score_samples`` is the per-sample ELBO in nats (higher = more typical, scikit-learn's
-    convention); ``decision_function`` is its negative (higher = more anomalous, PyOD's).
+
+class ModelEstimator(TransformerMixin, BaseEstimator):
+    """What every model estimator shares: fit through the one trainer, then transform/sample/score.
+
+    Subclasses name their registered model (``registry_name``) and list its hyperparameters plus
+    :data:`TRAIN_PARAMS` in ``__init__``; everything else lives here.
     """
 
-    registry_name = "vae"
-
-    def __init__(self, latent_dim: int = 20, hidden: Sequence[int] = (400,), likelihood: str = "auto",
-                 beta: float = 1.0, epochs: int = 10, batch_size: int = 128, lr: float = 1e-3,
-                 random_state: int | None = None, device: str = "auto", verbose: bool = False) -> None:
-        self.latent_dim = latent_dim
-        self.hidden = hidden
-        self.likelihood = likelihood
-        self.beta = beta
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.random_state = random_state
-        self.device = device
-        self.verbose = verbose
+    registry_name = ""
 
     def _dataset(self, X, y=None) -> Dataset:
         return from_array(X, y, name="X")
 
-    def fit(self, X, y=None) -> VAE:
-        """Train on X (labels are not used for training; they only colour pictures)."""
-        ds = self._dataset(X, y)
-        likelihood = choose_likelihood(self.likelihood, ds, None)
+    def _model_kwargs(self, ds: Dataset) -> dict:
+        kwargs = {k: v for k, v in self.get_params().items() if k not in TRAIN_PARAMS}
+        for key in ("hidden", "channels"):
+            if key in kwargs:
+                kwargs[key] = [int(h) for h in kwargs[key]]
+        if "likelihood" in kwargs:
+            kwargs["likelihood"] = choose_likelihood(kwargs["likelihood"], ds, None)
+        return kwargs
+
+    def fit(self, X, y=None):
+        """Train on X; ``y`` is used only by conditional models."""
+        ds = self._dataset(X, y if getattr(self, "uses_labels", False) else None)
         seed = 0 if self.random_state is None else int(self.random_state)
         torch.manual_seed(seed)  # initial weights come from random_state, too
         try:
-            model = build_model(self.registry_name, input_shape=list(ds.sample_shape), latent_dim=int(self.latent_dim),
-                                hidden=[int(h) for h in self.hidden], likelihood=likelihood, beta=float(self.beta))
+            model = build_model(self.registry_name, input_shape=list(ds.sample_shape), **self._model_kwargs(ds))
         except ValueError as e:
             raise UserError(str(e)) from None
         cfg = TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, seed=seed, device=self.device,
@@ -88,7 +82,7 @@ class VAE(TransformerMixin, BaseEstimator):
 
     @torch.no_grad()
     def transform(self, X) -> np.ndarray:
-        """Posterior means E[z|x], shape (n, latent_dim)."""
+        """Codes of X (posterior means for VAEs), shape (n, latent_dim)."""
         return self.model_.encode(self._tensor(X))[0].numpy()
 
     @torch.no_grad()
@@ -102,38 +96,46 @@ class VAE(TransformerMixin, BaseEstimator):
         return self.model_.reconstruct(self._tensor(X)).numpy()
 
     @torch.no_grad()
-    def sample(self, n: int = 64, *, seed: int | None = None) -> np.ndarray:
+    def sample(self, n: int = 64, *, label: int | None = None, seed: int | None = None) -> np.ndarray:
         """n new samples from the prior, decoder means in data units, shaped like the inputs."""
         _not_fitted(self)
+        if not hasattr(self.model_, "sample"):
+            raise UserError(f"{type(self).__name__} is not a generative model; it cannot sample")
         if n < 1:
             raise UserError(f"n must be at least 1, got {n}")
+        if label is not None:
+            return self.model_.sample(n, label=label, seed=seed).numpy()
         return self.model_.sample(n, seed=seed).numpy()
 
     @torch.no_grad()
     def score_samples(self, X) -> np.ndarray:
-        """Per-sample ELBO in nats (higher = more typical)."""
+        """Per-sample log-likelihood proxy (higher = more typical): the ELBO in nats for VAEs,
+        the negative reconstruction NLL for autoencoders."""
         x = self._tensor(X)
         with torch.random.fork_rng():  # reproducible scores without touching the caller's RNG
             torch.manual_seed(0 if self.random_state is None else int(self.random_state))
-            return self.model_.elbo(x).numpy()
+            if hasattr(self.model_, "elbo"):
+                return self.model_.elbo(x).numpy()
+            return -self.model_.anomaly_score(x).numpy()
 
     def score(self, X, y=None) -> float:
         return float(np.mean(self.score_samples(X)))
 
     def decision_function(self, X) -> np.ndarray:
-        """Negative ELBO: higher = more anomalous."""
+        """Higher = more anomalous (the negative of score_samples)."""
         return -self.score_samples(X)
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """``model.safetensors`` + ``config.json`` (with the estimator's parameters)."""
         _not_fitted(self)
         directory = Path(directory)
-        save_model(self.model_, directory, {"estimator": {**self.get_params(), "hidden": list(self.hidden)},
+        params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.get_params().items()}
+        save_model(self.model_, directory, {"estimator": params,
                                             "data_info": {"sample_shape": list(self.input_shape_), "scale": self.scale_}})
         return directory
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, *, device: str = "cpu") -> VAE:
+    def from_pretrained(cls, directory: str | Path, *, device: str = "cpu"):
         """Load a ``save_pretrained`` directory or a ``latentforge train`` run directory."""
         model = load_model(directory, device=device)
         config = read_json(Path(directory) / CONFIG)
@@ -148,7 +150,96 @@ class VAE(TransformerMixin, BaseEstimator):
         return est
 
 
-ESTIMATORS = {"vae": VAE}
+class VAE(ModelEstimator):
+    """Variational autoencoder on images (n, H, W) / (n, C, H, W) or tables (n, features).
+
+    uint8 inputs are read as grey levels 0–255; floats in [0, 1] get a Bernoulli decoder,
+    other floats a Gaussian one on standardised features (``likelihood="auto"``).
+    ``score_samples`` is the per-sample ELBO in nats (higher = more typical, scikit-learn's
+    convention); ``decision_function`` is its negative (higher = more anomalous, PyOD's).
+    """
+
+    registry_name = "vae"
+
+    def __init__(self, latent_dim: int = 20, hidden: Sequence[int] = (400,), likelihood: str = "auto",
+                 beta: float = 1.0, arch: str = "auto", epochs: int = 10, batch_size: int = 128, lr: float = 1e-3,
+                 random_state: int | None = None, device: str = "auto", verbose: bool = False) -> None:
+        self.latent_dim = latent_dim
+        self.hidden = hidden
+        self.likelihood = likelihood
+        self.beta = beta
+        self.arch = arch
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.random_state = random_state
+        self.device = device
+        self.verbose = verbose
+
+
+class BetaVAE(VAE):
+    """β-VAE (Higgins et al. 2017) with optional KL warm-up or capacity schedule (Burgess et al. 2018)."""
+
+    registry_name = "beta-vae"
+
+    def __init__(self, latent_dim: int = 10, hidden: Sequence[int] = (400,), likelihood: str = "auto",
+                 beta: float = 4.0, arch: str = "auto", kl_warmup: int = 0, capacity: float = 0.0,
+                 capacity_steps: int = 10000, epochs: int = 10, batch_size: int = 128, lr: float = 1e-3,
+                 random_state: int | None = None, device: str = "auto", verbose: bool = False) -> None:
+        super().__init__(latent_dim=latent_dim, hidden=hidden, likelihood=likelihood, beta=beta, arch=arch,
+                         epochs=epochs, batch_size=batch_size, lr=lr, random_state=random_state, device=device,
+                         verbose=verbose)
+        self.kl_warmup = kl_warmup
+        self.capacity = capacity
+        self.capacity_steps = capacity_steps
+
+
+class AutoEncoder(ModelEstimator):
+    """Deterministic autoencoder; ``decision_function`` is the reconstruction NLL (higher = more anomalous)."""
+
+    registry_name = "ae"
+
+    def __init__(self, latent_dim: int = 20, hidden: Sequence[int] = (400,), likelihood: str = "auto",
+                 arch: str = "auto", epochs: int = 10, batch_size: int = 128, lr: float = 1e-3,
+                 random_state: int | None = None, device: str = "auto", verbose: bool = False) -> None:
+        self.latent_dim = latent_dim
+        self.hidden = hidden
+        self.likelihood = likelihood
+        self.arch = arch
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.random_state = random_state
+        self.device = device
+        self.verbose = verbose
+
+
+class DenoisingAutoEncoder(AutoEncoder):
+    """Autoencoder trained to undo ``noise`` ("gaussian:0.3", "mask:0.5", "saltpepper:0.1")."""
+
+    registry_name = "dae"
+
+    def __init__(self, latent_dim: int = 20, hidden: Sequence[int] = (400,), likelihood: str = "auto",
+                 arch: str = "auto", noise: str = "mask:0.3", epochs: int = 10, batch_size: int = 128,
+                 lr: float = 1e-3, random_state: int | None = None, device: str = "auto", verbose: bool = False) -> None:
+        super().__init__(latent_dim=latent_dim, hidden=hidden, likelihood=likelihood, arch=arch, epochs=epochs,
+                         batch_size=batch_size, lr=lr, random_state=random_state, device=device, verbose=verbose)
+        self.noise = noise
+
+
+class CVAE(VAE):
+    """Conditional VAE: ``fit(X, y)`` with integer labels, then ``sample(n, label=3)``."""
+
+    registry_name = "cvae"
+    uses_labels = True
+
+    def _model_kwargs(self, ds: Dataset) -> dict:
+        from .run import n_classes
+
+        return {**super()._model_kwargs(ds), "n_classes": n_classes(ds)}
+
+
+ESTIMATORS = {cls.registry_name: cls for cls in (VAE, BetaVAE, AutoEncoder, DenoisingAutoEncoder, CVAE)}
 
 
 def load(run_dir: str | Path, *, device: str = "cpu"):
@@ -161,4 +252,4 @@ def load(run_dir: str | Path, *, device: str = "cpu"):
     return cls.from_pretrained(run_dir, device=device)
 
 
-__all__ = ["VAE", "load", "write_json"]
+__all__ = ["VAE", "BetaVAE", "AutoEncoder", "DenoisingAutoEncoder", "CVAE", "ModelEstimator", "load"]

@@ -65,7 +65,7 @@ def save_curves(history: list[dict], path: Path) -> Path:
     """Train and test loss per epoch (and the loss terms, dashed)."""
     plt, fig, ax = _figure()
     epochs = [r["epoch"] for r in history]
-    for key, style in (("train_loss", "-"), ("test_loss", "-")):
+    for key, style in (("train_loss", "-"), ("test_loss", "-"), ("train_d_loss", "--"), ("train_g_loss", "--")):
         ys = [r.get(key) for r in history]
         if any(y is not None for y in ys):
             ax.plot(epochs, ys, style, marker="o", ms=3, label=key.replace("_", " "))
@@ -110,6 +110,84 @@ def save_latent_map(z: np.ndarray, labels: np.ndarray | None, path: Path, *, lab
     ax.set_title(f"Latent space ({how}, {len(z)} test samples)")
     ax.set_xticks([])
     ax.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def save_traversals(model, z0, kl_per_dim: np.ndarray, path: Path, *, n_dims: int = 10, steps: int = 9,
+                    span: float = 3.0) -> Path:
+    """Latent traversals: one row per latent dimension (the most informative by KL first), each
+    decoding z0 with that dimension swept from −span to +span."""
+    import torch
+
+    dims = np.argsort(-kl_per_dim)[: min(n_dims, len(kl_per_dim))]
+    values = torch.linspace(-span, span, steps)
+    rows = []
+    for d in dims:
+        z = z0.repeat(steps, 1)
+        z[:, int(d)] = values
+        rows.append(model.decode(z))
+    return save_image(image_grid(torch.cat(rows).numpy(), nrow=steps), path)
+
+
+def grid_cells(grid: np.ndarray, shape: tuple[int, int, int], n: int, *, nrow: int | None = None, pad: int = 1,
+               min_cell: int = 28) -> np.ndarray:
+    """Inverse of :func:`image_grid` (same ``nrow``/``pad``/``min_cell``): the n images as (n, C, H, W) floats."""
+    c, h, w = shape
+    ncol = nrow or math.ceil(math.sqrt(n))
+    zoom = max(1, math.ceil(min_cell / max(h, w)))
+    grid = grid.reshape(*grid.shape[:2], -1).astype(np.float32) / 255
+    out = np.empty((n, c, h, w), np.float32)
+    for i in range(n):
+        r, q = divmod(i, ncol)
+        top, left = pad + r * (h * zoom + pad), pad + q * (w * zoom + pad)
+        out[i] = grid[top : top + h * zoom : zoom, left : left + w * zoom : zoom].transpose(2, 0, 1)
+    return out
+
+
+def save_progress_strip(folder: Path, shape: tuple[int, int, int], path: Path, *, n: int = 64, max_rows: int = 10,
+                        per_row: int = 16) -> Path | None:
+    """One row per (selected) epoch from the fixed-noise grids ``folder/epoch_NNN.png``, labelled with the
+    epoch: the frames of a training animation on one page. Each grid holds ``n`` images (a
+    :func:`save_samples` grid); a row shows its first ``per_row``. Up to ``max_rows`` epochs, evenly spaced, first
+    and last always included."""
+    from PIL import Image, ImageDraw
+
+    frames = sorted(Path(folder).glob("epoch_*.png"))
+    if not frames:
+        return None
+    k = min(max_rows, len(frames))
+    pick = sorted({round(i * (len(frames) - 1) / max(1, k - 1)) for i in range(k)})
+    rows = []
+    for i in pick:
+        grid = np.asarray(Image.open(frames[i]))
+        cells = grid_cells(grid, shape, n)[:per_row]
+        rows.append((int(frames[i].stem.split("_")[1]), Image.fromarray(image_grid(cells, nrow=per_row))))
+    margin = 44
+    w, h = rows[0][1].size
+    canvas = Image.new(rows[0][1].mode, (w + margin, h * len(rows)), color=255 if rows[0][1].mode == "L" else (255,) * 3)
+    draw = ImageDraw.Draw(canvas)
+    for k, (epoch, img) in enumerate(rows):
+        canvas.paste(img, (margin, k * h))
+        draw.text((4, k * h + h // 2 - 6), f"ep {epoch}", fill=0 if canvas.mode == "L" else (0, 0, 0))
+    canvas.save(path)
+    return Path(path)
+
+
+def save_codebook_usage(usage: np.ndarray, path: Path) -> Path:
+    """Bar chart of how often each codeword was used in training, most used first."""
+    usage = np.asarray(usage, np.float64)
+    order = np.argsort(-usage)
+    share = usage[order] / max(usage.sum(), 1.0)
+    p = share[share > 0]
+    perplexity = float(np.exp(-(p * np.log(p)).sum())) if len(p) else 0.0
+    plt, fig, ax = _figure((7, 3.5))
+    ax.bar(np.arange(len(share)), share, width=1.0, color="#4c72b0")
+    ax.set_xlabel("codeword (sorted by use)")
+    ax.set_ylabel("share of assignments")
+    ax.set_title(f"Codebook usage: {int((usage > 0).sum())}/{len(usage)} codes used, perplexity {perplexity:.1f}")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -11,10 +11,15 @@ from pathlib import Path
 from . import __version__
 
 FIGURES = (
-    ("samples.png", "Samples", "Images generated from the prior, z ~ N(0, I)."),
+    ("samples.png", "Samples", "Images generated from the prior (one row per class for conditional models)."),
     ("reconstructions.png", "Reconstructions", "Test inputs (odd rows) and their reconstructions (even rows)."),
     ("curves.png", "Training curves", "Loss per sample on the training and test sets after each epoch."),
-    ("latent_map.png", "Latent space", "Posterior means of test samples, coloured by label where labels exist."),
+    ("latent_map.png", "Latent space", "Codes (posterior means) of test samples, coloured by label where labels exist."),
+    ("codebook.png", "Codebook usage", "How often each VQ-VAE codeword was assigned during training."),
+    ("traversals.png", "Latent traversals", "One row per latent dimension (most informative first, by KL): "
+     "a test sample's code with that dimension swept from −3 to +3."),
+    ("gan_progress.png", "Training progress", "Samples from the same fixed noise after each epoch (a selection, "
+     "top to bottom), drawn by the averaged (EMA) generator: the frames of the training animation."),
 )
 
 METRIC_HELP = {
@@ -24,6 +29,10 @@ METRIC_HELP = {
     "recon_mse": "mean squared reconstruction error per value",
     "psnr": "peak signal-to-noise ratio of reconstructions, dB",
     "ssim": "structural similarity of reconstructions (1 = identical)",
+    "recall@20": "share of a test user's held-out items in the top 20 (of at most 20), seen items excluded",
+    "recall@50": "share of a test user's held-out items in the top 50 (of at most 50), seen items excluded",
+    "ndcg@100": "normalised discounted cumulative gain of the top 100 (1 = held-out items ranked first)",
+    "eval_users": "test users whose held-out items were ranked",
 }
 
 STYLE = """

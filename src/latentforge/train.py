@@ -3,12 +3,17 @@
 
 The loop knows nothing model-specific. A model gives ``loss(x) -> {"loss": …, …}``; it may also
 give ``prepare(dataset)`` (fit data statistics once), ``configure_optimizers(lr)`` (several
-optimisers, e.g. GANs) and ``training_step(x, y, optimizers)`` (its own update order).
+optimisers, e.g. GANs), ``training_step(x, y, optimizers)`` (its own update order; returns the
+values to log, every one of them guarded against NaN/Inf) and ``fused_step(optimizer)``. A model
+may also score itself after each epoch, ``validate(train) -> {name: value}`` (on held-out data the
+training set carries, logged in the history), and name one of those values ``monitor``: the trainer
+then keeps the weights of the epoch where it peaked (higher is better), also across ``--resume``.
 """
 
 from __future__ import annotations
 
 import csv
+import math
 import os
 import sys
 import time
@@ -19,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checkpoint import load_training_state, save_training_state
+from .checkpoint import load_training_state, load_training_extra, save_training_state
 from .data import Batcher, Dataset
 from .errors import UserError
 
@@ -57,6 +62,7 @@ class TrainResult:
     train_seconds: float = 0.0
     samples_seen: int = 0
     interrupted: bool = False
+    best_epoch: int | None = None  # set when the model has a ``monitor``: the epoch whose weights it ends with
 
     @property
     def samples_per_second(self) -> float:
@@ -183,6 +189,8 @@ def fit(
 ) -> TrainResult:
     """Train ``model`` on ``train``; with a ``run_dir``, checkpoint every epoch and allow resume."""
     cfg.validate()
+    if run_dir is not None:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     batch_gen = torch.Generator().manual_seed(cfg.seed)
@@ -211,6 +219,9 @@ def fit(
             raise UserError(f"{run_dir} already has {start_epoch} epochs; ask for more with --epochs N (N > {start_epoch})")
     elif hasattr(model, "prepare"):
         model.prepare(train)
+    validate = getattr(model, "validate", None)
+    best = KeepBest(getattr(model, "monitor", None), result.history,
+                    load_training_extra(run_dir, "best") if resume else None)
     batcher = Batcher(x_all, y_all, batch_size=cfg.batch_size, scale=train.scale, generator=batch_gen,
                       binarize="dynamic" if cfg.binarize == "dynamic" else None, device=device)
     steps_left = len(batcher) * (cfg.epochs - start_epoch)
@@ -230,22 +241,25 @@ def fit(
                 for k, v in out.items():
                     v = v.detach()
                     sums[k] = sums[k] + v * len(xb) if k in sums else v * len(xb)
-                if i % 25 == 24:
-                    loss_now = float(out["loss"])  # one host sync per 25 steps, for the guard and the bar
-                    if not torch.isfinite(torch.tensor(loss_now)):
+                if i % 25 == 24:  # one host sync per 25 steps, for the guard and the bar
+                    now = {k: float(v) for k, v in out.items()}
+                    if not all(map(math.isfinite, now.values())):
                         raise TrainingDiverged(_diverged_message(epoch, i, run_dir))
-                    bar.set_postfix(loss=f"{loss_now:.4g}")
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in list(now.items())[:3]})
             bar.close()
             seconds = time.perf_counter() - t0
             row = {"epoch": epoch + 1, **{f"train_{k}": float(v) / len(train) for k, v in sums.items()}}
-            if not all(torch.isfinite(torch.tensor(v)) for k, v in row.items() if k != "epoch"):
+            if not all(math.isfinite(v) for v in row.values()):
                 raise TrainingDiverged(_diverged_message(epoch, len(batcher), run_dir))
             result.train_seconds += seconds
             result.samples_seen += len(train)
             if test is not None:
                 row.update({f"test_{k}": v for k, v in evaluate_loss(model, test, batch_size=cfg.eval_batch_size, device=device).items()})
+            if validate is not None:
+                row.update(validate(train))
             row["seconds"] = round(seconds, 4)
             result.history.append(row)
+            best.update(row, model)
             if on_epoch_end is not None:
                 on_epoch_end(epoch + 1, model)
             if run_dir is not None:
@@ -253,17 +267,39 @@ def fit(
                 save_training_state(run_dir, model, optimizers,
                                     {"epoch": epoch + 1, "history": result.history, "train_seconds": result.train_seconds,
                                      "samples_seen": result.samples_seen, "config": asdict(cfg)},
-                                    _rng_state(batch_gen, device))
+                                    _rng_state(batch_gen, device), extra={"best": best.state} if best.state else None)
             if show:
-                shown = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k in ("train_loss", "test_loss"))
+                shown = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k in ("train_loss", "test_loss", best.key))
                 print(f"epoch {epoch + 1}/{cfg.epochs}: {shown} ({seconds:.1f}s)", file=sys.stderr)
     except KeyboardInterrupt:
         # The checkpoint of the last finished epoch is already on disk; say how to continue.
         result.interrupted = True
         where = f"; continue with --resume --out {run_dir}" if run_dir is not None else ""
         print(f"\ninterrupted in epoch {epoch + 1}: kept the checkpoint of epoch {epoch}{where}", file=sys.stderr)
+    result.best_epoch = best.restore(model)
     model.eval()
     return result
+
+
+class KeepBest:
+    """The weights of the epoch where ``key`` (a history value, higher = better) peaked."""
+
+    def __init__(self, key: str | None, history: list[dict], state: dict[str, torch.Tensor] | None) -> None:
+        self.key, self.state, self.epoch, self.score = key, state, None, -math.inf
+        scored = [(r[key], r["epoch"]) for r in history if key and math.isfinite(r.get(key, math.nan))]
+        if scored and state is not None:  # resumed: the best so far is in the checkpoint
+            self.score, self.epoch = max(scored, key=lambda t: (t[0], -t[1]))
+
+    def update(self, row: dict, model: nn.Module) -> None:
+        value = row.get(self.key, math.nan) if self.key else math.nan
+        if math.isfinite(value) and value > self.score:
+            self.score, self.epoch = value, row["epoch"]
+            self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def restore(self, model: nn.Module) -> int | None:
+        if self.state is not None and self.epoch is not None:
+            model.load_state_dict(self.state)
+        return self.epoch
 
 
 def _diverged_message(epoch: int, step: int, run_dir: Path | None) -> str:

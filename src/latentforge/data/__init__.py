@@ -15,11 +15,20 @@ from .named import NAMES, load_named
 __all__ = ["Batcher", "Dataset", "Splits", "NAMES", "load_data", "from_array", "binarize_static"]
 
 
-def load_data(spec: str, *, test_fraction: float = 0.1) -> Splits:
+def load_data(spec: str, *, test_fraction: float = 0.1, interactions: bool = False, **options) -> Splits:
     """A data name (``digits``, ``mnist``, …) or a path, as train/test splits.
 
     Paths without their own test split get a deterministic held-out ``test_fraction``.
+    ``interactions=True`` (or ``movielens-100k``) reads user–item interactions instead and splits
+    them by users (see :mod:`.interactions`); ``options`` go to that reader.
     """
+    if interactions or spec == "movielens-100k":
+        from .interactions import load_interaction_splits
+
+        return load_interaction_splits(spec, **options)
+    if options:
+        raise UserError(f"{', '.join('--' + k.replace('_', '-') for k in options)} apply to interaction data only "
+                        f"(movielens-100k, user,item[,rating] tables); drop them for {spec}")
     if spec in NAMES:
         return load_named(spec)
     path = Path(spec).expanduser()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from ..errors import UserError
@@ -16,9 +17,11 @@ class Dataset:
 
     ``x`` has shape ``(n, *sample_shape)``; images are ``(n, C, H, W)``, tables ``(n, D)``.
     ``scale`` maps stored values to model inputs (``x / scale``): 255 for uint8 images, 1 else.
+    ``x`` may also be a ``scipy.sparse`` CSR matrix (users × items interactions): it stays sparse
+    and the batcher densifies one batch at a time.
     """
 
-    x: np.ndarray
+    x: np.ndarray | sp.csr_matrix
     y: np.ndarray | None = None
     name: str = "data"
     scale: float = 1.0
@@ -36,7 +39,11 @@ class Dataset:
                 )
 
     def __len__(self) -> int:
-        return len(self.x)
+        return self.x.shape[0]
+
+    @property
+    def is_sparse(self) -> bool:
+        return sp.issparse(self.x)
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
@@ -50,7 +57,7 @@ class Dataset:
     def value_range(self) -> tuple[float, float]:
         """Range of model inputs (after scaling); decides Bernoulli vs Gaussian decoders."""
         if "value_range" not in self.meta:
-            lo, hi = float(self.x.min()), float(self.x.max())
+            lo, hi = float(self.x.min()), float(self.x.max())  # sparse: includes the implicit zeros
             self.meta["value_range"] = (lo / self.scale, hi / self.scale)
         return self.meta["value_range"]
 
@@ -60,7 +67,12 @@ class Dataset:
         return lo >= 0.0 and hi <= 1.0
 
     def tensor(self, device: str | torch.device = "cpu") -> torch.Tensor:
-        """The stored samples as a tensor, still in their compact dtype (no copy on CPU)."""
+        """The stored samples as a tensor, still in their compact dtype (no copy on CPU);
+        sparse data as :class:`SparseRows` (CSR on ``device``), which the batcher densifies per batch."""
+        if self.is_sparse:
+            from .batcher import SparseRows
+
+            return SparseRows.from_scipy(self.x, device)
         return torch.from_numpy(np.ascontiguousarray(self.x)).to(device)
 
     def to_float(self, x: torch.Tensor) -> torch.Tensor:
@@ -80,11 +92,26 @@ class Dataset:
 
     def floats(self) -> np.ndarray:
         """All samples as float32 model inputs (for evaluation and plots, not the hot path)."""
+        if self.is_sparse:
+            return self.x.astype(np.float32).toarray()
         return (self.x.astype(np.float32) / self.scale) if self.scale != 1.0 else self.x.astype(np.float32)
 
 
-def validate_array(x: np.ndarray, name: str) -> None:
+    def head(self, n: int) -> np.ndarray:
+        """The first ``n`` samples as float32 model inputs (densifies only those rows when sparse)."""
+        if self.is_sparse:
+            return self.x[:n].astype(np.float32).toarray()
+        return self.x[:n].astype(np.float32) / self.scale if self.scale != 1.0 else self.x[:n].astype(np.float32)
+
+
+def validate_array(x: np.ndarray | sp.csr_matrix, name: str) -> None:
     """Reject what no model can train on, with a message that says how to fix it."""
+    if sp.issparse(x):
+        if x.format != "csr" or x.shape[0] == 0 or x.shape[1] == 0:
+            raise UserError(f"{name}: sparse data must be a non-empty CSR matrix (rows × columns), got {x.format} {x.shape}")
+        if not np.isfinite(x.data).all():
+            raise UserError(f"{name}: NaN/Inf values in the sparse matrix; remove them first")
+        return
     if not isinstance(x, np.ndarray):
         raise UserError(f"{name}: expected an array, got {type(x).__name__}")
     if x.size == 0 or len(x) == 0:

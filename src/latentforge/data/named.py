@@ -67,7 +67,7 @@ MEDMNIST = {
 }
 MEDMNIST_URL = "https://zenodo.org/records/10519652/files/"
 
-NAMES = ("digits", *IDX_SETS, *MEDMNIST)
+NAMES = ("digits", *IDX_SETS, *MEDMNIST, "movielens-100k")
 
 
 def data_dirs() -> list[Path]:
@@ -170,4 +170,8 @@ def load_named(name: str) -> Splits:
         return load_idx_splits(name)
     if name in MEDMNIST:
         return load_medmnist_splits(name)
+    if name == "movielens-100k":  # user–item interactions (see interactions.py)
+        from .interactions import load_interaction_splits
+
+        return load_interaction_splits(name)
     raise KeyError(name)

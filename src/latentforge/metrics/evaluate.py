@@ -15,7 +15,8 @@ from .reconstruction import per_sample_mse, ssim_per_sample
 def evaluate_model(model: nn.Module, test: Dataset, *, k: int = 1000, max_iwae: int | None = None,
                    device: str | torch.device = "cpu", progress: bool = False, seed: int = 0,
                    chunk: int = 1000) -> dict[str, float]:
-    """The ``test`` block of ``metrics.json``: loss, ELBO, IWAE NLL (k samples), recon MSE, PSNR, SSIM.
+    """The ``test`` block of ``metrics.json``: loss, ELBO, IWAE NLL (k samples), recon MSE, PSNR, SSIM;
+    for recommenders (interaction data) loss, Recall@20, Recall@50 and NDCG@100 instead.
 
     Streams the test set in chunks so memory stays flat. ``max_iwae`` evaluates the IWAE bound
     on the first N test samples only (recorded as ``iwae_n``).
@@ -29,6 +30,11 @@ def _evaluate(model: nn.Module, test: Dataset, *, k: int, max_iwae: int | None, 
               chunk: int) -> dict[str, float]:
     model.eval()
     out: dict[str, float] = {"loss": evaluate_loss(model, test, device=device)["loss"]}
+    if "holdout" in test.meta:  # interactions: rank each test user's held-out items from their fold-in items
+        from .ranking import evaluate_ranking
+
+        return {**out, **evaluate_ranking(lambda x: model.scores(x).cpu().numpy(), test.x, test.meta["holdout"],
+                                          batch_size=chunk)}
     n_iwae = len(test) if max_iwae is None else min(max_iwae, len(test))
     elbo, nll, mse_i, ssim_i = [], [], [], []
     image01 = test.is_image and test.in_unit_interval

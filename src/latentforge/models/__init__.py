@@ -27,4 +27,6 @@ def build_model(name: str, **config) -> nn.Module:
     return MODELS[name](**config)
 
 
-from . import vae  # noqa: E402,F401  (registers its models)
+from . import autoencoder, vae, vae_variants, vqvae  # noqa: E402,F401  (registers their models)
+from . import gan  # noqa: E402,F401  (registers dcgan, wgan-gp)
+from . import multvae  # noqa: E402,F401  (registers mult-vae, mult-dae)

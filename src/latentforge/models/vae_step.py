@@ -24,6 +24,7 @@ def supports_fused_step(model: nn.Module) -> bool:
         type(model) is VAE
         and model.likelihood == "bernoulli"
         and model.config["activation"] == "relu"
+        and model.arch == "mlp"
         and all(isinstance(m, (nn.Linear, nn.ReLU)) for m in [*model.encoder, *model.decoder])
     )
 

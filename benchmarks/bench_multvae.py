@@ -1,0 +1,225 @@
+"""Mult-VAE / Mult-DAE on MovieLens-100K against popularity and EASE, plus an ML-20M-size scale test.
+
+Protocol (Liang et al. 2018, arXiv:1802.05814, strong generalisation): ratings ≥ 4 are positives,
+users with ≥ 5 positives, 10 % validation and 10 % test users (750 / 94 / 94 on ML-100K), 80 % of
+each held-out user's items folded in, the other 20 % ranked; Recall@20, Recall@50, NDCG@100 on the
+test users. Each seed draws its own user split and initialisation; everything tuned (EASE's λ,
+the Mult-VAE/DAE epoch) is chosen on the validation users only.
+
+    python benchmarks/bench_multvae.py                 # table over 5 seeds + scale test
+    python benchmarks/bench_multvae.py --tune          # validation NDCG@100 of the Mult-VAE grid
+    python benchmarks/bench_multvae.py --scale-only    # only the ML-20M-size epoch (time, peak RSS)
+
+Needs ml-100k/u.data under LATENTFORGE_DATA_DIR (MovieLens terms forbid redistributing it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from latentforge.data.dataset import Dataset
+from latentforge.data.interactions import ranking_splits, read_movielens_100k
+from latentforge.metrics.ranking import evaluate_ranking
+from latentforge.models import build_model
+from latentforge.tasks.recommend import EASE, Popularity
+from latentforge.train import TrainConfig, fit
+
+METRICS = ("ndcg@100", "recall@20", "recall@50")
+EASE_LAMBDAS = (50, 100, 200, 300, 500, 1000, 2000)
+# Chosen on validation users with --tune (see docs/results.md); the paper's ML-20M values differ.
+CHOSEN = {
+    "mult-vae": {"params": {"hidden": [600], "latent_dim": 200, "beta_cap": 0.2, "anneal_steps": 2000}, "epochs": 100,
+                 "batch_size": 128},
+    "mult-dae": {"params": {"hidden": [600], "latent_dim": 200, "l2": 2e-5}, "epochs": 100, "batch_size": 128},
+}
+PAPER = {"mult-vae": {"params": {"hidden": [600], "latent_dim": 200, "beta_cap": 0.2, "anneal_steps": 40000},
+                      "epochs": 200, "batch_size": 500}}
+
+
+def test_metrics(score_fn, splits) -> dict[str, float]:
+    return evaluate_ranking(score_fn, splits.test.x, splits.test.meta["holdout"])
+
+
+def val_ndcg(score_fn, splits) -> float:
+    v = splits.train.meta["validation"]
+    return evaluate_ranking(score_fn, v["fold_in"], v["holdout"], metrics=("ndcg@100",))["ndcg@100"]
+
+
+def run_popularity(splits, seed: int) -> dict:
+    pop = Popularity().fit(splits.train.x)
+    return test_metrics(pop.scores, splits)
+
+
+def run_ease(splits, seed: int) -> dict:
+    best = max(EASE_LAMBDAS, key=lambda lam: val_ndcg(EASE(lam).fit(splits.train.x).scores, splits))
+    return {**test_metrics(EASE(best).fit(splits.train.x).scores, splits), "lambda": best}
+
+
+def train_model(name: str, splits, seed: int, *, params: dict, epochs: int, batch_size: int):
+    torch.manual_seed(seed)
+    model = build_model(name, input_shape=[splits.train.x.shape[1]], **params)
+    result = fit(model, splits.train, None, TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, progress=False))
+    return model, result
+
+
+def run_model(name: str, setting: dict):
+    def run(splits, seed: int) -> dict:
+        model, result = train_model(name, splits, seed, **setting)
+        row = result.history[result.best_epoch - 1]
+        out = {**test_metrics(lambda x: model.scores(x).numpy(), splits), "best_epoch": result.best_epoch}
+        if "beta" in row:
+            out["beta"] = row["beta"]
+        return out
+
+    return run
+
+
+def table(seeds: list[int], methods: dict) -> None:
+    raw = read_movielens_100k()
+    results = {m: [] for m in methods}
+    seconds = {m: 0.0 for m in methods}
+    for seed in seeds:
+        splits = ranking_splits(raw, seed=seed)
+        for name, run in methods.items():
+            t0 = time.perf_counter()
+            results[name].append(run(splits, seed))
+            seconds[name] += time.perf_counter() - t0
+            print(f"seed {seed} {name}: {json.dumps({k: round(v, 4) for k, v in results[name][-1].items()})}", flush=True)
+    print(f"\nML-100K, {len(seeds)} seeds (mean ± std over seeds; wall time = all seeds, train + evaluate)")
+    print("| method | NDCG@100 | Recall@20 | Recall@50 | chosen on validation | wall time |")
+    print("|---|---|---|---|---|---|")
+    for name, rows in results.items():
+        cells = [f"{np.mean([r[m] for r in rows]):.3f} ± {np.std([r[m] for r in rows]):.3f}" for m in METRICS]
+        chosen = {k: [r[k] for r in rows] for k in ("lambda", "best_epoch", "beta") if k in rows[0]}
+        note = "; ".join(f"{k} {v if k != 'beta' else [round(b, 3) for b in v]}" for k, v in chosen.items()) or "—"
+        print(f"| {name} | {' | '.join(cells)} | {note} | {seconds[name]:.0f} s |")
+
+
+def tune(seeds: list[int], grid: dict, name: str, epochs: int) -> None:
+    """Validation NDCG@100 (best epoch) for every combination in ``grid``; test users are never scored."""
+    raw = read_movielens_100k()
+    splits = {s: ranking_splits(raw, seed=s) for s in seeds}
+    keys = list(grid)
+    for combo in itertools.product(*grid.values()):
+        setting = dict(zip(keys, combo))
+        bs = setting.pop("batch_size", 128)
+        vals, epochs_at = [], []
+        t0 = time.perf_counter()
+        for s in seeds:
+            _, result = train_model(name, splits[s], s, params=setting, epochs=epochs, batch_size=bs)
+            vals.append(result.history[result.best_epoch - 1]["val_ndcg@100"])
+            epochs_at.append(result.best_epoch)
+        print(json.dumps({"model": name, **setting, "batch_size": bs, "val_ndcg@100": round(float(np.mean(vals)), 4),
+                          "std": round(float(np.std(vals)), 4), "best_epochs": epochs_at,
+                          "seconds": round(time.perf_counter() - t0, 1)}), flush=True)
+
+
+# ---------------------------------------------------------------- scale
+
+
+def synthetic_ml20m(seed: int = 0, users: int = 136_677, items: int = 20_108, target: int = 10_000_000) -> sp.csr_matrix:
+    """A binary users × items matrix with ML-20M's size and heavy tails: item popularity ∝ rank^-0.9
+    (Zipf-like), user activity log-normal (at least 5 items)."""
+    rng = np.random.default_rng(seed)
+    pop = 1.0 / np.arange(1, items + 1) ** 0.9
+    pop /= pop.sum()
+    act = np.maximum(5, rng.lognormal(mean=3.6, sigma=1.0, size=users))
+    act = np.minimum(items // 2, act * (target / act.sum())).astype(np.int64)
+    keys = np.empty(0, np.int64)
+    while len(keys) < target:  # popular items repeat within a user: draw again until the target is met
+        need = int((target - len(keys)) * 1.15) + 1000
+        rows = rng.choice(users, size=need, p=act / act.sum())
+        cols = rng.choice(items, size=need, p=pop)
+        keys = np.unique(np.concatenate([keys, rows * items + cols]))
+    keys = keys[np.sort(rng.choice(len(keys), size=target, replace=False))]
+    return sp.csr_matrix((np.ones(target, np.float32), (keys // items, keys % items)), shape=(users, items))
+
+
+def scale_worker(batch_size: int, threads: int) -> None:
+    """One Mult-VAE epoch (paper architecture) on the synthetic matrix; prints JSON with time and peak RSS."""
+    torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    x = synthetic_ml20m()
+    gen = time.perf_counter() - t0
+    n_val = 10_000
+    train = Dataset(x=x[n_val:], name="synthetic-ml20m")
+    torch.manual_seed(0)
+    model = build_model("mult-vae", input_shape=[x.shape[1]], hidden=[600], latent_dim=200, anneal_steps=40000)
+    result = fit(model, train, None, TrainConfig(epochs=1, batch_size=batch_size, seed=0, progress=False))
+    t1 = time.perf_counter()
+    val = x[:n_val]
+    held = x[n_val : 2 * n_val]  # timing only: another 10k users' items stand in for the held-out ones
+    evaluate_ranking(lambda b: model.scores(b).numpy(), val, held, metrics=("ndcg@100",))
+    score_s = time.perf_counter() - t1
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB → GiB
+    print(json.dumps({"users": x.shape[0], "items": x.shape[1], "interactions": int(x.nnz), "train_users": train.x.shape[0],
+                      "batch_size": batch_size, "threads": threads, "generate_s": round(gen, 1),
+                      "epoch_s": round(result.train_seconds, 1), "score_10k_users_s": round(score_s, 1),
+                      "peak_rss_gib": round(peak, 2), "loss": result.history[0]["train_loss"]}))
+
+
+def scale(batch_size: int, threads: int) -> None:
+    cmd = [sys.executable, __file__, "--scale-worker", "--batch-size", str(batch_size), "--threads", str(threads)]
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)
+    if out.returncode != 0:
+        raise SystemExit(out.stderr)
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    print(f"\nScale: synthetic ML-20M-size matrix ({r['users']:,} users × {r['items']:,} items, "
+          f"{r['interactions']:,} interactions; {r['train_users']:,} trained on), Mult-VAE 600-200, batch {batch_size}, "
+          f"{threads} threads")
+    print("| measured | value | target |")
+    print("|---|---|---|")
+    print(f"| one training epoch | {r['epoch_s']:.0f} s ({r['epoch_s'] / 60:.1f} min) | minutes |")
+    print(f"| score + rank 10,000 held-out users | {r['score_10k_users_s']:.0f} s | — |")
+    print(f"| peak RSS of the whole process (data generation included) | {r['peak_rss_gib']:.2f} GiB | < 4 GB |")
+    print(f"| wall time (subprocess, generation {r['generate_s']:.0f} s) | {time.perf_counter() - t0:.0f} s | — |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (the reference machine has 2 shared cores)")
+    ap.add_argument("--batch-size", type=int, default=500, help="batch size of the scale test (the paper's)")
+    ap.add_argument("--tune", action="store_true", help="print the validation grid instead of the table")
+    ap.add_argument("--tune-model", default="mult-vae")
+    ap.add_argument("--tune-epochs", type=int, default=200)
+    ap.add_argument("--grid", default=None, help="JSON {param: [values]} for --tune")
+    ap.add_argument("--paper", action="store_true", help="also run the paper's ML-20M setting of Mult-VAE")
+    ap.add_argument("--scale-only", action="store_true")
+    ap.add_argument("--skip-scale", action="store_true")
+    ap.add_argument("--scale-worker", action="store_true", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.scale_worker:
+        return scale_worker(a.batch_size, a.threads)
+    torch.set_num_threads(a.threads)
+    seeds = list(range(a.seeds))
+    if a.tune:
+        grid = json.loads(a.grid) if a.grid else {"beta_cap": [0.2, 0.5, 1.0], "anneal_steps": [1000, 4000]}
+        return tune(seeds, grid, a.tune_model, a.tune_epochs)
+    if not a.scale_only:
+        t0 = time.perf_counter()
+        methods = {"popularity": run_popularity, "EASE": run_ease,
+                   "mult-vae": run_model("mult-vae", CHOSEN["mult-vae"]),
+                   "mult-dae": run_model("mult-dae", CHOSEN["mult-dae"])}
+        if a.paper:
+            methods["mult-vae (paper ML-20M setting)"] = run_model("mult-vae", PAPER["mult-vae"])
+        table(seeds, methods)
+        print(f"total {time.perf_counter() - t0:.0f} s")
+    if not a.skip_scale:
+        scale(a.batch_size, a.threads)
+
+
+if __name__ == "__main__":
+    main()

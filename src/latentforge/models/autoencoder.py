@@ -1,0 +1,105 @@
+"""Deterministic autoencoders: the plain AE and the denoising AE (Vincent et al. 2008)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ..errors import UserError
+from . import register
+from .body import Body
+
+NOISES = ("gaussian", "mask", "saltpepper")
+
+
+def parse_noise(spec: str) -> tuple[str, float]:
+    """``"gaussian:0.3"`` → ("gaussian", 0.3): σ of added noise, or the fraction masked / flipped."""
+    kind, _, level = spec.partition(":")
+    try:
+        value = float(level)
+    except ValueError:
+        raise UserError(f"--noise must look like gaussian:0.3, mask:0.5 or saltpepper:0.1; got {spec!r}") from None
+    if kind not in NOISES or value < 0 or (kind != "gaussian" and value > 1):
+        raise UserError(f"--noise must be one of gaussian:σ, mask:p, saltpepper:p (0 ≤ p ≤ 1); got {spec!r}")
+    return kind, value
+
+
+def corrupt(x: torch.Tensor, kind: str, level: float) -> torch.Tensor:
+    """A noisy copy of x (values in the units the model sees)."""
+    if kind == "gaussian":
+        return x + level * torch.randn_like(x)
+    keep = torch.rand_like(x) >= level
+    if kind == "mask":
+        return x * keep
+    salt = (torch.rand_like(x) < 0.5).to(x.dtype)  # flipped entries become 0 or 1 with equal odds
+    return torch.where(keep, x, salt)
+
+
+@register("ae")
+class AutoEncoder(Body):
+    """x → z → x̂ with a reconstruction loss: BCE (``likelihood="bernoulli"``) or Gaussian NLL (MSE-like)."""
+
+    def __init__(self, *, input_shape: Sequence[int], latent_dim: int = 20, hidden: Sequence[int] = (400,),
+                 likelihood: str = "bernoulli", activation: str = "relu", arch: str = "auto",
+                 channels: Sequence[int] = (32, 64)) -> None:
+        super().__init__()
+        if latent_dim < 1:
+            raise ValueError("latent_dim must be positive")
+        self.config = dict(input_shape=list(input_shape), latent_dim=latent_dim, hidden=list(hidden),
+                           likelihood=likelihood, activation=activation, arch=arch, channels=list(channels))
+        self.latent_dim = latent_dim
+        feat = self.build(input_shape=input_shape, likelihood=likelihood, arch=arch, hidden=hidden,
+                          channels=channels, activation=activation, decoder_in=latent_dim)
+        self.config["arch"] = self.arch
+        self.to_code = nn.Linear(feat, latent_dim)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+        """The code z (a tuple like VAE.encode, so tasks treat both alike)."""
+        return self.to_code(self.features(x)), None
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.output_mean(self.decoder_out(z))
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x)[0])
+
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = x.flatten(1)
+        rec = self.recon_nll(self.decoder_out(self.encode(self._input(x))[0]), x)
+        return {"loss": rec.mean()}
+
+    @torch.no_grad()
+    def anomaly_score(self, x: torch.Tensor) -> torch.Tensor:
+        """Reconstruction NLL per sample: higher = more anomalous."""
+        x = x.flatten(1)
+        return self.recon_nll(self.decoder_out(self.encode(x)[0]), x)
+
+
+@register("dae")
+class DenoisingAutoEncoder(AutoEncoder):
+    """Trained to reconstruct clean inputs from corrupted ones (``noise="gaussian:0.3"``, ``"mask:0.5"``,
+    ``"saltpepper:0.1"``); corruption only while training."""
+
+    def __init__(self, *, input_shape: Sequence[int], latent_dim: int = 20, hidden: Sequence[int] = (400,),
+                 likelihood: str = "bernoulli", activation: str = "relu", arch: str = "auto",
+                 channels: Sequence[int] = (32, 64), noise: str = "mask:0.3") -> None:
+        super().__init__(input_shape=input_shape, latent_dim=latent_dim, hidden=hidden, likelihood=likelihood,
+                         activation=activation, arch=arch, channels=channels)
+        self.noise_kind, self.noise_level = parse_noise(noise)
+        self.config["noise"] = noise
+
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return x
+        if self.likelihood == "gaussian":  # corrupt in standardised units, then back
+            xs = corrupt((x - self.x_shift) / self.x_scale, self.noise_kind, self.noise_level)
+            return xs * self.x_scale + self.x_shift
+        return corrupt(x, self.noise_kind, self.noise_level)
+
+    def denoise(self, x: torch.Tensor) -> torch.Tensor:
+        return self.reconstruct(x)

@@ -1,0 +1,304 @@
+"""GANs: DCGAN (Radford et al. 2015, arXiv:1511.06434) and WGAN-GP (Gulrajani et al. 2017,
+arXiv:1704.00028), with optional spectral normalisation of the discriminator (Miyato et al. 2018,
+arXiv:1802.05957) and an exponential moving average of the generator's weights (Yazıcı et al. 2018,
+arXiv:1806.04498), which is what ``sample`` draws from and what a run ships.
+
+Networks come from :mod:`latentforge.nn` sized from the input shape: a transposed-conv generator
+(batchnorm, tanh output) and a strided-conv discriminator with leaky ReLUs (0.2) and no batchnorm,
+so every critic value depends on one sample only, as the gradient penalty requires. Images in
+[0, 1] are mapped to [-1, 1] for the networks. One ``training_step`` per real batch does one
+discriminator update; every ``d_steps``-th also does a generator update.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable, Sequence
+from copy import deepcopy
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import UserError
+from ..nn import conv_decoder, conv_encoder, default_arch, mlp
+from . import register
+
+COLLAPSE_RATIO = 0.5  # a generator batch less than half as diverse as usual counts as collapsed
+DIVERSITY_WARMUP = 50  # generator steps before the collapse check starts
+
+
+def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor, *,
+                     weight: float = 10.0, eps: torch.Tensor | None = None) -> torch.Tensor:
+    """λ·E[(‖∇D(x̂)‖₂ − 1)²] on x̂ = ε·real + (1−ε)·fake, ε ~ U[0, 1] per sample (WGAN-GP, Alg. 1)."""
+    if eps is None:
+        eps = torch.rand(len(real), *([1] * (real.dim() - 1)), device=real.device)
+    x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
+    with torch.enable_grad():
+        (grad,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
+    return weight * (grad.flatten(1).norm(dim=1) - 1).square().mean()
+
+
+def _grad_norm(params: Sequence[nn.Parameter]) -> torch.Tensor:
+    return torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+
+
+def _mlp_generator(sizes: Sequence[int]) -> nn.Sequential:
+    """Linear → batchnorm → ReLU per hidden layer (batchnorm in G, as DCGAN), then a plain Linear."""
+    layers: list[nn.Module] = []
+    for a, b in zip(sizes[:-2], sizes[1:-1]):
+        layers += [nn.Linear(a, b), nn.BatchNorm1d(b), nn.ReLU()]
+    return nn.Sequential(*layers, nn.Linear(sizes[-2], sizes[-1]))
+
+
+def _spectral_norm_linears(net: nn.Sequential) -> nn.Sequential:
+    for i, m in enumerate(net):
+        if isinstance(m, nn.Linear):
+            net[i] = nn.utils.parametrizations.spectral_norm(m)
+    return net
+
+
+class GAN(nn.Module):
+    """Generator G(z), z ~ N(0, I), against a discriminator D; subclasses give the two losses."""
+
+    betas = (0.5, 0.999)
+
+    def __init__(self, *, input_shape: Sequence[int], latent_dim: int = 64, hidden: Sequence[int] = (256, 256),
+                 channels: Sequence[int] = (32, 64), arch: str = "auto", d_steps: int = 1, spectral_norm: bool = False,
+                 ema: float = 0.999, lr_d: float | None = None) -> None:
+        super().__init__()
+        arch = default_arch(input_shape) if arch == "auto" else arch
+        if arch not in ("conv", "mlp"):
+            raise ValueError(f"unknown arch {arch!r}; use mlp, conv or auto")
+        if arch == "conv" and len(input_shape) != 3:
+            raise ValueError(f"arch conv needs images (channels, height, width); got samples of shape {list(input_shape)}")
+        hidden, channels = list(hidden), list(channels)
+        if latent_dim < 1 or d_steps < 1 or any(h < 1 for h in hidden + channels):
+            raise ValueError("latent_dim, d_steps, hidden sizes and channels must be positive")
+        if not 0 <= ema < 1:
+            raise ValueError(f"ema is a decay in [0, 1), got {ema}")
+        if lr_d is not None and not lr_d > 0:
+            raise ValueError(f"lr_d must be positive, got {lr_d}")
+        self.config = dict(input_shape=list(input_shape), latent_dim=latent_dim, hidden=hidden, channels=channels,
+                           arch=arch, d_steps=d_steps, spectral_norm=spectral_norm, ema=ema, lr_d=lr_d)
+        self.input_shape, self.latent_dim, self.d_steps, self.ema, self.lr_d = tuple(input_shape), latent_dim, d_steps, ema, lr_d
+        d = math.prod(input_shape)
+        if arch == "conv":
+            self.generator = conv_decoder(latent_dim, input_shape, channels=channels, batchnorm=True)
+            self.discriminator = conv_encoder(input_shape, 1, channels=channels, activation="leaky_relu",
+                                              spectral_norm=spectral_norm)
+        else:
+            self.generator = _mlp_generator([latent_dim, *hidden, d])
+            self.discriminator = nn.Sequential(nn.Flatten(), *mlp([d, *reversed(hidden), 1], activation="leaky_relu",
+                                                                  last_activation=False))
+            if spectral_norm:
+                _spectral_norm_linears(self.discriminator)
+        for m in self.discriminator.modules():
+            if isinstance(m, nn.LeakyReLU):
+                m.negative_slope = 0.2  # DCGAN's slope
+        self.g_ema = deepcopy(self.generator).requires_grad_(False).eval()
+        self.register_buffer("fixed_noise", torch.randn(64, latent_dim))  # the per-epoch progress grid
+        # cached generator statistics (g_loss, g_grad_norm, diversity, collapse), logged between generator steps,
+        # the running diversity level, and the count of collapsed generator steps since the last epoch's check
+        self.register_buffer("g_stats", torch.zeros(4))
+        self.register_buffer("diversity_level", torch.zeros(()))
+        self.register_buffer("collapsed", torch.zeros(()))
+        self.steps = 0  # discriminator steps so far; in the state dict as extra state (no host sync to read it)
+        self.g_steps = 0
+
+    # --- networks -----------------------------------------------------------------------------------------
+    def get_extra_state(self) -> torch.Tensor:
+        return torch.tensor([self.steps, self.g_steps])
+
+    def set_extra_state(self, state: torch.Tensor) -> None:
+        self.steps, self.g_steps = (int(v) for v in state)
+
+    def train(self, mode: bool = True) -> GAN:
+        super().train(mode)
+        self.g_ema.eval()  # the averaged generator always uses its running batchnorm statistics
+        return self
+
+    def _fake(self, net: nn.Module, z: torch.Tensor) -> torch.Tensor:
+        """Generator output in [-1, 1], shaped like the data."""
+        return torch.tanh(net(z)).view(len(z), *self.input_shape)
+
+    def _critic(self, x: torch.Tensor) -> torch.Tensor:
+        return self.discriminator(x).squeeze(-1)
+
+    def prepare(self, data) -> None:
+        """GANs here model values in [0, 1] (the generator's tanh range, rescaled)."""
+        if not data.in_unit_interval:
+            raise UserError(f"{self.registry_name} needs values in [0, 1]; {data.name} ranges over {data.value_range}. "
+                            "Rescale the data first")
+
+    # --- objectives (subclasses) --------------------------------------------------------------------------
+    def d_loss(self, real: torch.Tensor, fake: torch.Tensor) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def g_loss(self, d_fake: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    # --- training -----------------------------------------------------------------------------------------
+    def configure_optimizers(self, lr: float) -> dict[str, torch.optim.Optimizer]:
+        """Two Adams: D at ``lr_d`` (default: ``lr``), G at ``lr`` (the trainer's --lr)."""
+        return {"d": torch.optim.Adam(self.discriminator.parameters(), lr=self.lr_d or lr, betas=self.betas,
+                                      fused=True),
+                "g": torch.optim.Adam(self.generator.parameters(), lr=lr, betas=self.betas, fused=True)}
+
+    def training_step(self, x: torch.Tensor, y: torch.Tensor | None,
+                      optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, torch.Tensor]:
+        """One D update on this real batch; every ``d_steps``-th call also one G update and the EMA.
+
+        Between G updates the last G values are logged again, so every key has a value per batch.
+        """
+        real = x.view(len(x), *self.input_shape) * 2 - 1
+        with torch.no_grad():
+            fake = self._fake(self.generator, torch.randn(len(real), self.latent_dim, device=real.device))
+        out = self.d_loss(real, fake)
+        opt_d = optimizers["d"]
+        opt_d.zero_grad(set_to_none=True)
+        out["d_loss"].backward()
+        out["d_grad_norm"] = _grad_norm(list(self.discriminator.parameters()))
+        opt_d.step()
+        if self.steps % self.d_steps == 0:
+            self._generator_step(len(real), optimizers["g"])
+        self.steps += 1
+        g_loss, g_grad, diversity, collapse = self.g_stats
+        return {**{k: v.detach() for k, v in out.items()}, "g_loss": g_loss, "g_grad_norm": g_grad,
+                "diversity": diversity, "collapse": collapse}
+
+    def _generator_step(self, n: int, opt_g: torch.optim.Optimizer) -> None:
+        self.discriminator.requires_grad_(False)  # G's step needs D's input gradients, not its weight gradients
+        fake = self._fake(self.generator, torch.randn(n, self.latent_dim, device=self.fixed_noise.device))
+        loss = self.g_loss(self._critic(fake))
+        opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        self.discriminator.requires_grad_(True)
+        g_grad = _grad_norm(list(self.generator.parameters()))
+        opt_g.step()
+        self._update_ema()
+        with torch.no_grad():
+            diversity = self._diversity(fake)
+            # running level: mean over roughly the last 100 generator steps, seeded by the first value
+            level = diversity if self.g_steps == 0 else self.diversity_level.lerp(diversity, 0.01)
+            collapse = (diversity < COLLAPSE_RATIO * self.diversity_level).float() * (self.g_steps >= DIVERSITY_WARMUP)
+            self.diversity_level.copy_(level)
+            self.collapsed.add_(collapse)
+            self.g_stats.copy_(torch.stack([loss.detach(), g_grad, diversity, collapse]))
+        self.g_steps += 1
+
+    def _diversity(self, fake: torch.Tensor) -> torch.Tensor:
+        """Mean pairwise distance of a batch in [0, 1] units, per √value (so sizes compare); 0 = collapsed."""
+        flat = (fake.flatten(1) + 1) / 2
+        return torch.pdist(flat).mean() / math.sqrt(flat.shape[1])
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        """Averaged generator weights; the decay warms up as (1+t)/(10+t) so early samples are not stale."""
+        decay = min(self.ema, (1 + self.g_steps) / (10 + self.g_steps))
+        for e, p in zip(self.g_ema.parameters(), self.generator.parameters()):
+            e.lerp_(p, 1 - decay)
+        for e, b in zip(self.g_ema.buffers(), self.generator.buffers()):
+            e.copy_(b)  # batchnorm statistics: the current generator's
+
+    def loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Discriminator loss on held-out real data against fresh fakes (no penalty; no updates)."""
+        real = x.view(len(x), *self.input_shape) * 2 - 1
+        fake = self._fake(self.generator, torch.randn(len(real), self.latent_dim, device=real.device))
+        d_real, d_fake = self._critic(real), self._critic(fake)
+        return {"loss": self.d_loss_terms(d_real, d_fake), "g_loss": self.g_loss(d_fake), "d_real": d_real.mean(), "d_fake": d_fake.mean()}
+
+    def d_loss_terms(self, d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    # --- using a trained model ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, n: int, *, label: int | None = None, seed: int | None = None) -> torch.Tensor:
+        """n images in [0, 1], shaped (n, *input_shape), from the EMA generator; no data needed."""
+        if label is not None:
+            raise ValueError(f"{self.registry_name} is unconditional; sample without a label")
+        device = self.fixed_noise.device
+        g = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
+        z = torch.randn(n, self.latent_dim, generator=g, device=device)
+        return (self._fake(self.g_ema, z) + 1) / 2
+
+    @torch.no_grad()
+    def epoch_artifacts(self, epoch: int, run_dir: Path) -> None:
+        """Fixed-noise grid of this epoch (``progress/epoch_NNN.png``), the strip ``gan_progress.png``,
+        and a warning on stderr when generator batches collapsed during the epoch."""
+        from ..plots import save_progress_strip, save_samples
+
+        folder = Path(run_dir) / "progress"
+        folder.mkdir(exist_ok=True)
+        x = (self._fake(self.g_ema, self.fixed_noise) + 1) / 2
+        save_samples(x.cpu().numpy(), folder / f"epoch_{epoch:03d}.png")
+        save_progress_strip(folder, tuple(x.shape[1:]), Path(run_dir) / "gan_progress.png")
+        if self.g_steps and self.collapsed.item() > 0:
+            print(f"warning: epoch {epoch}: generator samples collapsed (diversity below {COLLAPSE_RATIO:g}× its "
+                  f"running level) in {int(self.collapsed.item())} generator steps; see the collapse and diversity "
+                  "columns of history.csv. Try --spectral-norm, a lower --lr or wgan-gp", file=sys.stderr)
+        self.collapsed.zero_()
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """``model.safetensors`` + ``config.json`` (see :mod:`latentforge.checkpoint`; no pickle)."""
+        from ..checkpoint import save_model
+
+        save_model(self, Path(directory))
+        return Path(directory)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, *, device: str = "cpu") -> GAN:
+        """Load a ``save_pretrained`` or ``latentforge train`` directory."""
+        from ..checkpoint import load_model
+
+        model = load_model(Path(directory), device=device)
+        if not isinstance(model, cls):
+            raise UserError(f"{directory} holds a {model.registry_name}, not a {cls.registry_name}")
+        return model
+
+
+@register("dcgan")
+class DCGAN(GAN):
+    """Non-saturating GAN loss (Goodfellow et al. 2014, arXiv:1406.2661, §3) with DCGAN's Adam(2e-4, β₁=0.5)."""
+
+    def d_loss_terms(self, d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
+        # −log σ(D(x)) − log(1 − σ(D(G(z)))) on logits, stable via softplus
+        return (F.softplus(-d_real) + F.softplus(d_fake)).mean()
+
+    def d_loss(self, real: torch.Tensor, fake: torch.Tensor) -> dict[str, torch.Tensor]:
+        d_real, d_fake = self._critic(real), self._critic(fake)
+        return {"d_loss": self.d_loss_terms(d_real, d_fake), "d_real": d_real.mean(), "d_fake": d_fake.mean()}
+
+    def g_loss(self, d_fake: torch.Tensor) -> torch.Tensor:
+        return F.softplus(-d_fake).mean()  # −log σ(D(G(z))): the non-saturating generator loss
+
+
+@register("wgan-gp")
+class WGANGP(GAN):
+    """Wasserstein critic with a gradient penalty; Adam(1e-4, β=(0, 0.9)) and 5 critic steps, as in the paper."""
+
+    betas = (0.0, 0.9)
+
+    def __init__(self, *, input_shape: Sequence[int], latent_dim: int = 64, hidden: Sequence[int] = (256, 256),
+                 channels: Sequence[int] = (32, 64), arch: str = "auto", d_steps: int = 5, spectral_norm: bool = False,
+                 ema: float = 0.999, lr_d: float | None = None, gp_weight: float = 10.0) -> None:
+        super().__init__(input_shape=input_shape, latent_dim=latent_dim, hidden=hidden, channels=channels, arch=arch,
+                         d_steps=d_steps, spectral_norm=spectral_norm, ema=ema, lr_d=lr_d)
+        if gp_weight < 0:
+            raise ValueError(f"gp_weight must be 0 or more, got {gp_weight}")
+        self.gp_weight = gp_weight
+        self.config["gp_weight"] = gp_weight
+
+    def d_loss_terms(self, d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
+        return d_fake.mean() - d_real.mean()  # −(Wasserstein-1 estimate)
+
+    def d_loss(self, real: torch.Tensor, fake: torch.Tensor) -> dict[str, torch.Tensor]:
+        d_real, d_fake = self._critic(real), self._critic(fake)
+        gp = gradient_penalty(self._critic, real, fake, weight=self.gp_weight)
+        return {"d_loss": self.d_loss_terms(d_real, d_fake) + gp, "gp": gp, "d_real": d_real.mean(),
+                "d_fake": d_fake.mean()}
+
+    def g_loss(self, d_fake: torch.Tensor) -> torch.Tensor:
+        return -d_fake.mean()

@@ -1,0 +1,183 @@
+"""Recommend with a trained Mult-VAE/DAE: fold in a user's items (a known user's saved history or a new
+user's list), rank every item and never return one the user already has. Also the two baselines a
+recommender is measured against: popularity and EASE (Steck 2019, "Embarrassingly Shallow
+Autoencoders for Sparse Data", arXiv:1905.03375).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import nn
+
+from ..data.interactions import Histories, id_key, read_histories
+from ..errors import UserError
+from ..metrics.ranking import top_k
+
+
+def top_items(score_fn, liked: sp.csr_matrix, seen: sp.csr_matrix, *, top: int,
+              batch_size: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+    """Best ``top`` item columns per row and their scores, seen items excluded (column −1 and score −inf
+    where fewer unseen items are left)."""
+    cols, vals = [], []
+    for start in range(0, liked.shape[0], batch_size):
+        scores = np.array(score_fn(liked[start : start + batch_size].astype(np.float32).toarray()), np.float32)
+        scores[seen[start : start + batch_size].toarray() != 0] = -np.inf
+        idx = top_k(scores, top)
+        v = np.take_along_axis(scores, idx, 1)
+        cols.append(np.where(np.isfinite(v), idx, -1))
+        vals.append(v)
+    return np.concatenate(cols), np.concatenate(vals)
+
+
+def model_scores(model: nn.Module):
+    """numpy fold-in rows → numpy item scores, for any model with ``scores(x)``."""
+    return lambda x: model.scores(torch.from_numpy(x)).cpu().numpy()
+
+
+class Recommender:
+    """A trained recommender, its item ids and the known users' histories (if saved with it)."""
+
+    def __init__(self, model: nn.Module, histories: Histories | None = None, *, min_rating: float = 4.0) -> None:
+        self.model, self.histories, self.min_rating = model, histories, min_rating
+        self.item_ids = list(model.config.get("item_ids") or range(model.n_items))
+        self.index = {id_key(v): i for i, v in enumerate(self.item_ids)}
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Recommender:
+        """From a ``latentforge train`` run or a ``save_pretrained`` folder."""
+        from ..checkpoint import CONFIG, load_model, read_json
+
+        model = load_model(directory)
+        if not hasattr(model, "scores"):
+            raise UserError(f"{directory}: model {model.registry_name!r} does not recommend; train mult-vae or mult-dae")
+        config = read_json(Path(directory) / CONFIG)
+        min_rating = (config.get("data_options") or {}).get("min_rating", config.get("estimator", {}).get("min_rating", 4.0))
+        return cls(model, read_histories(directory), min_rating=float(min_rating))
+
+    def columns(self, items: Sequence, *, where: str = "history") -> np.ndarray:
+        """Item ids → model columns; empty lists, duplicates and unknown ids are errors."""
+        keys = [id_key(v) for v in items]
+        if not keys:
+            raise UserError(f"{where}: no items; give at least one item the user interacted with")
+        seen, dups = set(), []
+        for k in keys:
+            if k in seen:
+                dups.append(k)
+            seen.add(k)
+        if dups:
+            raise UserError(f"{where}: item {dups[0]} is listed {keys.count(dups[0])} times; list each item once")
+        unknown = [k for k in keys if k not in self.index]
+        if unknown:
+            raise UserError(f"{where}: {len(unknown)} unknown item id(s) ({', '.join(unknown[:5])}): not among the "
+                            f"{len(self.item_ids)} items the model was trained on; remove them")
+        return np.array([self.index[k] for k in keys], dtype=np.int64)
+
+    def _row(self, cols: np.ndarray) -> sp.csr_matrix:
+        return sp.csr_matrix((np.ones(len(cols), np.float32), (np.zeros(len(cols), int), cols)),
+                             shape=(1, len(self.item_ids)))
+
+    def _ranked(self, liked: sp.csr_matrix, seen: sp.csr_matrix, top: int) -> list[tuple[object, float]]:
+        if top < 1:
+            raise UserError(f"--top must be at least 1, got {top}")
+        cols, vals = top_items(model_scores(self.model), liked, seen, top=top)
+        return [(self.item_ids[c], float(v)) for c, v in zip(cols[0], vals[0]) if c >= 0]
+
+    def for_user(self, user, *, top: int = 20) -> list[tuple[object, float]]:
+        """Top items for a user of the training data, from their saved history."""
+        if self.histories is None:
+            raise UserError("this model was saved without its users' histories; pass the user's items instead (--history)")
+        r = self.histories.row(user)
+        liked = self.histories.liked[r]
+        if liked.nnz == 0:
+            raise UserError(f"user {user}: no liked items (rating ≥ {self.min_rating:g}) among the model's items to fold "
+                            "in; pass items with --history")
+        return self._ranked(liked, self.histories.seen[r], top)
+
+    def for_history(self, items: Sequence, *, ratings: Sequence[float] | None = None, top: int = 20,
+                    where: str = "history") -> list[tuple[object, float]]:
+        """Top items for a new user: fold in their items (those rated ≥ ``min_rating`` when ratings are
+        given); every listed item counts as seen."""
+        cols = self.columns(items, where=where)
+        liked = cols
+        if ratings is not None:
+            r = np.asarray(ratings, dtype=np.float64)
+            liked = cols[r >= self.min_rating]
+            if len(liked) == 0:
+                raise UserError(f"{where}: no item is rated ≥ {self.min_rating:g}; the model folds in liked items only")
+        return self._ranked(self._row(liked), self._row(cols), top)
+
+
+def read_history(path: Path, *, item_col: str = "item", rating_col: str = "rating",
+                 known: set[str] | None = None) -> tuple[list, list[float] | None]:
+    """A new user's items from a CSV: an ``item`` column, optional ``rating``; or a bare list of ids,
+    one per line (recognised when its first line is one of the ``known`` item ids)."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such file; give a CSV with an '{item_col}' column")
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        bare = df.shape[1] == 1 and (known is None or id_key(df.columns[0]) in known)
+        if item_col not in df.columns and bare:  # a bare list of ids, no header
+            df = pd.read_csv(path, dtype=str, header=None, names=[item_col], keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise UserError(f"{path}: the history is empty; list at least one item") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: cannot parse the history ({str(e).splitlines()[0]})") from None
+    if item_col not in df.columns:
+        raise UserError(f"{path}: no column {item_col!r} (columns: {', '.join(df.columns)}); name it or use --item-col")
+    items = [v.strip() for v in df[item_col]]
+    if not items:
+        raise UserError(f"{path}: the history is empty; list at least one item")
+    if any(not v for v in items):
+        raise UserError(f"{path}: an item id is blank (data row {items.index('') + 1}); remove the row")
+    ratings = None
+    if rating_col in df.columns:
+        r = pd.to_numeric(df[rating_col], errors="coerce")
+        if r.isna().any():
+            row = int(np.flatnonzero(r.isna().to_numpy())[0])
+            raise UserError(f"{path}: rating {df[rating_col].iloc[row]!r} at data row {row + 1} is not a number")
+        if (r < 0).any():
+            raise UserError(f"{path}: ratings must be 0 or more, found {r.min():g}")
+        ratings = r.tolist()
+    return items, ratings
+
+
+# ---------------------------------------------------------------- baselines
+
+
+class Popularity:
+    """Every user gets the items most training users have (the floor any recommender must clear)."""
+
+    def fit(self, train: sp.csr_matrix) -> Popularity:
+        self.counts_ = np.asarray((train > 0).sum(0), dtype=np.float32).ravel()
+        return self
+
+    def scores(self, x: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(self.counts_, (len(x), len(self.counts_)))
+
+
+class EASE:
+    """Item–item linear autoencoder with a zero diagonal, in closed form (Steck 2019, eq. 8):
+    P = (XᵀX + λI)⁻¹, B = I − P·diag(1/diag(P)). Dense items × items: for catalogues up to ~20k items."""
+
+    def __init__(self, lam: float = 300.0) -> None:
+        self.lam = lam
+
+    def fit(self, train: sp.csr_matrix) -> EASE:
+        g = np.asarray((train.T @ train).todense(), dtype=np.float64)
+        g[np.diag_indices_from(g)] += self.lam
+        p = np.linalg.inv(g)
+        b = -p / np.diag(p)
+        b[np.diag_indices_from(b)] = 0.0
+        self.weights_ = b.astype(np.float32)
+        return self
+
+    def scores(self, x: np.ndarray) -> np.ndarray:
+        return x @ self.weights_

@@ -1,0 +1,98 @@
+"""Reconstruction metrics against hand computations, and the per-run evaluation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from latentforge.data import load_data
+from latentforge.metrics import evaluate_model, mse, psnr, ssim
+from latentforge.metrics.reconstruction import per_sample_mse, ssim_per_sample
+from latentforge.models import build_model
+
+
+def test_mse_by_hand() -> None:
+    x = np.array([[0.0, 0.5, 1.0, 1.0]], np.float32)
+    y = np.array([[0.5, 0.5, 0.0, 1.0]], np.float32)
+    assert mse(x, y) == pytest.approx((0.25 + 0 + 1 + 0) / 4)
+    a = np.random.default_rng(0).random((7, 1, 5, 5))
+    b = np.random.default_rng(1).random((7, 1, 5, 5))
+    assert mse(a, b) == pytest.approx(float(((a - b) ** 2).mean()), rel=1e-12)
+    np.testing.assert_allclose(per_sample_mse(a, b), ((a - b) ** 2).reshape(7, -1).mean(1), rtol=1e-12)
+    with pytest.raises(ValueError):
+        mse(a, b[:, :, :4])
+
+
+def test_mse_chunks_agree() -> None:
+    a = np.random.default_rng(0).random((2100, 3)).astype(np.float32)
+    b = np.zeros_like(a)
+    np.testing.assert_allclose(per_sample_mse(a, b, chunk=100), per_sample_mse(a, b, chunk=5000), rtol=1e-12)
+
+
+def test_psnr_by_hand() -> None:
+    x = np.zeros((2, 1, 2, 2))
+    y = np.zeros((2, 1, 2, 2))
+    y[0, 0, 0, 0] = 0.2  # mse 0.01 → 20 dB
+    y[1] = 0.01  # mse 1e-4 → 40 dB
+    assert psnr(x, y) == pytest.approx((20 + 40) / 2)  # the mean of per-image PSNRs
+    assert psnr(x, y, data_range=2.0) == pytest.approx((20 + 40) / 2 + 20 * math.log10(2))
+    assert psnr(x, x) == pytest.approx(100.0)  # identical images are capped, not infinite
+    a = np.random.default_rng(0).random((5, 1, 8, 8))
+    b = np.clip(a + np.random.default_rng(1).normal(0, 0.1, a.shape), 0, 1)
+    per = ((a - b) ** 2).reshape(5, -1).mean(1)
+    assert psnr(a, b) == pytest.approx(float(np.mean(10 * np.log10(1 / per))), rel=1e-12)
+
+
+def test_ssim_identity_noise_and_symmetry() -> None:
+    img = load_data("digits").test.floats()[:20].astype(np.float64)
+    assert ssim(img, img) == pytest.approx(1.0)
+    rng = np.random.default_rng(0)
+    values = [ssim(img, np.clip(img + rng.normal(0, s, img.shape), 0, 1)) for s in (0.02, 0.1, 0.3)]
+    assert 1.0 > values[0] > values[1] > values[2]
+    noisy = np.clip(img + rng.normal(0, 0.1, img.shape), 0, 1)
+    assert ssim(img, noisy) == pytest.approx(ssim(noisy, img))
+    per = ssim_per_sample(img, noisy)
+    assert per.shape == (20,) and ssim(img, noisy) == pytest.approx(per.mean())
+
+
+def test_ssim_colour_and_larger_images() -> None:
+    rng = np.random.default_rng(0)
+    img = rng.random((3, 3, 28, 28))
+    assert ssim(img, img) == pytest.approx(1.0)
+    assert ssim(img, 1 - img) < 0  # an inverted image anti-correlates
+
+
+@pytest.fixture(scope="module")
+def evaluated():
+    digits = load_data("digits")
+    torch.manual_seed(0)
+    model = build_model("vae", input_shape=[1, 8, 8], latent_dim=4, hidden=[32]).eval()
+    return model, digits.test
+
+
+def test_evaluate_model_keys_and_consistency(evaluated) -> None:
+    model, test = evaluated
+    state = torch.get_rng_state()
+    out = evaluate_model(model, test, k=20, chunk=100)
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's RNG is untouched
+    assert {"loss", "elbo", "nll_iwae", "recon_mse", "psnr", "ssim"} <= set(out)
+    assert out["iwae_k"] == 20 and out["iwae_n"] == len(test)
+    with torch.no_grad():
+        rec = model.reconstruct(torch.from_numpy(test.floats())).numpy()
+    assert out["recon_mse"] == pytest.approx(mse(test.floats(), rec), rel=1e-6)
+    assert out["psnr"] == pytest.approx(psnr(test.floats(), rec), rel=1e-6)
+    assert out["ssim"] == pytest.approx(ssim(test.floats(), rec), rel=1e-6)
+    assert out["nll_iwae"] < -out["elbo"] + 0.5
+    again = evaluate_model(model, test, k=20, chunk=1000)  # deterministic terms do not depend on chunking
+    assert again["loss"] == out["loss"]
+    assert again["recon_mse"] == pytest.approx(out["recon_mse"], rel=1e-6)
+    assert evaluate_model(model, test, k=20, chunk=100) == out  # deterministic
+
+
+def test_evaluate_model_skips_what_does_not_apply(evaluated) -> None:
+    model, test = evaluated
+    out = evaluate_model(model, test, k=0)
+    assert "nll_iwae" not in out and "iwae_k" not in out
