@@ -160,8 +160,7 @@ def test_mismatched_weights_and_config(saved: Path, tmp_path: Path, digits) -> N
         load_model(saved)
 
 
-@pytest.mark.xfail(reason="BUG: a config.json value the model rejects (likelihood 'foo') raises ValueError, "
-                          "not UserError (load_model only catches TypeError)", strict=True)
+
 def test_invalid_config_value_is_user_error(saved: Path) -> None:
     cfg = json.loads((saved / CONFIG).read_text())
     cfg["model_config"]["likelihood"] = "foo"

@@ -60,13 +60,7 @@ CASES: dict[str, tuple[list[str], tuple[str, ...]]] = {
     "truncated IDX header": (["train", "--data", "{d}/cut-idx3-ubyte"], ("cut-idx3-ubyte",)),
 }
 
-BUGS = {
-    "out is a file": "BUG: --out naming an existing file crashes with NotADirectoryError (traceback)",
-    "bad model_config value": "BUG: load_model lets a ValueError from the model (e.g. likelihood 'foo' in "
-                              "config.json) escape as a traceback instead of a UserError",
-    "truncated npz": "BUG: a truncated .npz raises zipfile.BadZipFile (traceback)",
-    "truncated IDX header": "BUG: an IDX file cut inside its header raises struct.error (traceback)",
-}
+BUGS: dict[str, str] = {}  # known bugs as strict xfails; all fixed
 
 
 def _digest(folder: Path) -> dict[str, str]:

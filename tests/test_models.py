@@ -130,24 +130,19 @@ def test_conv_stacks_fit_odd_image_sizes() -> None:
 def test_cli_conv_run_end_to_end(tmp_path: Path) -> None:
     """`latentforge train vqvae` / conv VAE on digits through the CLI: run files, then sample from the run."""
     import json
-    import subprocess
-    import sys
 
-    def lf(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "latentforge.cli", *args], capture_output=True, text=True)
+    from latentforge.cli import main
 
     run = tmp_path / "conv"
-    r = lf("train", "vae", "--arch", "conv", "--data", "digits", "--epochs", "2", "--eval-k", "10", "--out", str(run))
-    assert r.returncode == 0, r.stderr
+    assert main(["train", "vae", "--arch", "conv", "--data", "digits", "--epochs", "2", "--eval-k", "10",
+                 "--out", str(run)]) == 0
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["model_config"]["arch"] == "conv"
     for f in ("samples.png", "reconstructions.png", "traversals.png", "report.html", "metrics.json"):
         assert (run / f).exists(), f
-    r = lf("sample", str(run), "-n", "9", "--seed", "1", "--out", str(tmp_path / "s.npy"))
-    assert r.returncode == 0, r.stderr
+    assert main(["sample", str(run), "-n", "9", "--seed", "1", "--out", str(tmp_path / "s.npy")]) == 0
     s = np.load(tmp_path / "s.npy")
     assert s.shape == (9, 1, 8, 8) and 0 <= s.min() and s.max() <= 1
     vq = tmp_path / "vq"
-    r = lf("train", "vqvae", "--data", "digits", "--epochs", "2", "--n-codes", "16", "--out", str(vq))
-    assert r.returncode == 0, r.stderr
+    assert main(["train", "vqvae", "--data", "digits", "--epochs", "2", "--n-codes", "16", "--out", str(vq)]) == 0
     assert (vq / "codebook.png").exists() and "Codebook usage" in (vq / "report.html").read_text()

@@ -1,9 +1,24 @@
 """latentforge: deep unsupervised learning on PyTorch — train, then generate, reconstruct, embed."""
 
+from __future__ import annotations
+
+import importlib
+
 __version__ = "0.1.0"
 
 from .errors import UserError  # noqa: E402
-from .estimators import CVAE, VAE, AutoEncoder, BetaVAE, DenoisingAutoEncoder, load  # noqa: E402
-from .recommenders import MultDAE, MultVAE  # noqa: E402
 
-__all__ = ["VAE", "BetaVAE", "CVAE", "AutoEncoder", "DenoisingAutoEncoder", "MultVAE", "MultDAE", "UserError", "load", "__version__"]
+# Estimators load on first use, so that `latentforge --help` does not import scikit-learn.
+_LAZY = {
+    "VAE": "estimators", "BetaVAE": "estimators", "CVAE": "estimators", "AutoEncoder": "estimators",
+    "DenoisingAutoEncoder": "estimators", "load": "estimators",
+    "MultVAE": "recommenders", "MultDAE": "recommenders",
+}
+
+__all__ = ["UserError", "__version__", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'latentforge' has no attribute {name!r}")

@@ -95,7 +95,7 @@ def load_model(directory: Path, *, device: str | torch.device = "cpu") -> nn.Mod
         raise UserError(f"{directory / CONFIG}: has no 'model'/'model_config' entries; it was not written by latentforge")
     try:
         model = build_model(config["model"], **config["model_config"])
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise UserError(f"{directory / CONFIG}: model_config does not fit model {config['model']!r} ({e})") from None
     state = load_tensors(directory / WEIGHTS)
     try:

@@ -141,6 +141,10 @@ def train(
     _print_metrics(run_dir)
     typer.echo(f"run directory: {run_dir}")
     typer.echo(f"report: {run_dir / 'report.html'}")
+    import json
+
+    if json.loads((run_dir / "metrics.json").read_text()).get("interrupted"):
+        raise typer.Exit(130)  # Ctrl-C: everything is saved, but the run is not complete
 
 
 def _print_metrics(run_dir: Path) -> None:

@@ -77,13 +77,20 @@ class ModelEstimator(TransformerMixin, BaseEstimator):
         ds = self._dataset(X)
         if ds.sample_shape != tuple(self.input_shape_):
             raise UserError(f"X has samples of shape {ds.sample_shape}, but the model was fitted on {tuple(self.input_shape_)}")
-        x = ds.floats() if ds.scale != 1.0 else ds.x.astype(np.float32) / self.scale_
+        x = ds.x.astype(np.float32)
+        # Grey levels are read on the scale the model was fitted on (255, or 16 for digits): integer
+        # inputs always, float inputs when they are not already in [0, 1].
+        if self.scale_ != 1.0 and (not np.issubdtype(ds.x.dtype, np.floating) or x.max() > 1.0):
+            x /= self.scale_
+        elif ds.scale != 1.0:
+            x /= ds.scale
         return torch.from_numpy(x)
 
     @torch.no_grad()
     def transform(self, X) -> np.ndarray:
         """Codes of X (posterior means for VAEs), shape (n, latent_dim)."""
-        return self.model_.encode(self._tensor(X))[0].numpy()
+        x = self._tensor(X)
+        return self.model_.encode(x)[0].numpy()
 
     @torch.no_grad()
     def inverse_transform(self, Z) -> np.ndarray:
@@ -93,7 +100,8 @@ class ModelEstimator(TransformerMixin, BaseEstimator):
 
     @torch.no_grad()
     def reconstruct(self, X) -> np.ndarray:
-        return self.model_.reconstruct(self._tensor(X)).numpy()
+        x = self._tensor(X)
+        return self.model_.reconstruct(x).numpy()
 
     @torch.no_grad()
     def sample(self, n: int = 64, *, label: int | None = None, seed: int | None = None) -> np.ndarray:
@@ -139,7 +147,17 @@ class ModelEstimator(TransformerMixin, BaseEstimator):
         """Load a ``save_pretrained`` directory or a ``latentforge train`` run directory."""
         model = load_model(directory, device=device)
         config = read_json(Path(directory) / CONFIG)
-        params = {k: v for k, v in config.get("estimator", {}).items() if k in cls._get_param_names()}
+        names = cls._get_param_names()
+        if "estimator" in config:
+            params = {k: v for k, v in config["estimator"].items() if k in names}
+        else:  # a CLI run: the model's settings and the run's training settings
+            train = config.get("train", {})
+            params = {k: v for k, v in {**config.get("model_config", {}), **train}.items() if k in names}
+            if "seed" in train and "random_state" in names:
+                params["random_state"] = train["seed"]
+        for key in ("hidden", "channels"):
+            if isinstance(params.get(key), list):
+                params[key] = tuple(params[key])
         est = cls(**params)
         est.model_ = model
         info = config.get("data_info", {})

@@ -29,6 +29,10 @@ METRIC_HELP = {
     "recon_mse": "mean squared reconstruction error per value",
     "psnr": "peak signal-to-noise ratio of reconstructions, dB",
     "ssim": "structural similarity of reconstructions (1 = identical)",
+    "probe_acc": "accuracy of a logistic regression on the codes (fixed 50/50 split of the test set)",
+    "kmeans_acc": "k-means on the codes, clusters matched to labels (Hungarian): accuracy",
+    "nmi": "normalised mutual information between k-means clusters and labels",
+    "ari": "adjusted Rand index between k-means clusters and labels",
     "recall@20": "share of a test user's held-out items in the top 20 (of at most 20), seen items excluded",
     "recall@50": "share of a test user's held-out items in the top 50 (of at most 50), seen items excluded",
     "ndcg@100": "normalised discounted cumulative gain of the top 100 (1 = held-out items ranked first)",
@@ -40,7 +44,7 @@ body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem 
 h1{font-size:1.6rem;margin-bottom:.2rem} .sub{color:#666;margin-top:0}
 .grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(420px,1fr));gap:1.2rem}
 figure{margin:0;border:1px solid #e3e3e3;border-radius:8px;padding:.8rem;background:#fafafa}
-figure img{max-width:100%;image-rendering:pixelated;display:block;margin:auto}
+figure img{max-width:100%;min-width:min(100%,360px);image-rendering:pixelated;display:block;margin:auto}
 figcaption{font-size:.9rem;color:#555;margin-top:.4rem} h2{font-size:1.15rem;margin:.2rem 0 .6rem}
 table{border-collapse:collapse;margin:.5rem 0 1.5rem} td,th{border-bottom:1px solid #ddd;padding:.3rem .8rem;text-align:left}
 td.num{text-align:right;font-variant-numeric:tabular-nums} .muted{color:#777;font-size:.85rem}
@@ -73,7 +77,7 @@ def write_report(run_dir: Path) -> Path:
     parts.append(
         f"<p class='sub'>{_fmt(metrics.get('epochs', len(rows)))} epochs · batch {train.get('batch_size', '?')} · "
         f"lr {train.get('lr', '?')} · seed {train.get('seed', '?')} · "
-        f"{_fmt(metrics.get('train_seconds', 0.0))} s training · likelihood {html.escape(str(metrics.get('likelihood', '—')))}</p>"
+        f"{_fmt(metrics.get('train_seconds', 0.0))} s training · likelihood {html.escape(str(metrics.get('likelihood') or '—'))}</p>"
     )
     test = metrics.get("test", {})
     if test:

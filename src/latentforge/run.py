@@ -56,6 +56,8 @@ def _check_out_dir(out: Path, resume: bool) -> None:
         if not (out / CONFIG).exists() or not (out / TRAIN_STATE).exists():
             raise UserError(f"{out}: not a run directory with a checkpoint to resume; check the path, or train without --resume")
         return
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} is a file, not a folder; choose another --out")
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out} already exists and is not empty; choose another --out, or add --resume to continue that run")
 

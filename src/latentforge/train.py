@@ -242,7 +242,7 @@ def fit(
                     v = v.detach()
                     sums[k] = sums[k] + v * len(xb) if k in sums else v * len(xb)
                 if i % 25 == 24:  # one host sync per 25 steps, for the guard and the bar
-                    now = {k: float(v) for k, v in out.items()}
+                    now = {k: float(v.detach()) for k, v in out.items()}
                     if not all(map(math.isfinite, now.values())):
                         raise TrainingDiverged(_diverged_message(epoch, i, run_dir))
                     bar.set_postfix({k: f"{v:.4g}" for k, v in list(now.items())[:3]})

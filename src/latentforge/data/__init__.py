@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,7 @@ def load_data(spec: str, *, test_fraction: float = 0.1, interactions: bool = Fal
     if path.suffix == ".npz" and path.exists():
         try:
             keys = set(np.load(path, allow_pickle=False).files)
-        except (ValueError, OSError) as e:
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
             raise UserError(f"{path}: cannot read .npz ({e})") from None
         if {"train_images", "test_images"} <= keys:
             return Splits(train=read_path(path, "train"), test=read_path(path, "test"), name=path.stem)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,8 @@ def read_idx(path: Path) -> np.ndarray:
     dtypes = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
     if zero != 0 or dtype_code not in dtypes or ndim == 0:
         raise UserError(f"{path}: not an IDX file (bad magic number)")
+    if len(raw) < 4 + 4 * ndim:
+        raise UserError(f"{path}: IDX header is truncated; re-download it")
     dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
     data = np.frombuffer(bytearray(raw), dtype=dtypes[dtype_code], offset=4 + 4 * ndim)
     if data.size != int(np.prod(dims)):
@@ -74,10 +77,14 @@ def read_npy(path: Path) -> Dataset:
 def read_npz(path: Path, split: str | None = None) -> Dataset:
     """An .npz with ``x``/``X`` (and optional ``y``), or MedMNIST-style ``<split>_images``."""
     try:
-        z = np.load(path, allow_pickle=False)
-        keys = set(z.files)
-    except (ValueError, OSError) as e:
-        raise UserError(f"{path}: cannot read .npz ({e})") from None
+        return _read_npz(path, split)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise UserError(f"{path}: cannot read .npz ({e}); is the file complete?") from None
+
+
+def _read_npz(path: Path, split: str | None) -> Dataset:
+    z = np.load(path, allow_pickle=False)
+    keys = set(z.files)
     if split and f"{split}_images" in keys:
         y = z[f"{split}_labels"] if f"{split}_labels" in keys else None
         return array_dataset(z[f"{split}_images"], y, f"{path.stem}-{split}")
@@ -97,7 +104,7 @@ def read_table(path: Path) -> Dataset:
         if path.suffix == ".parquet":
             df = pd.read_parquet(path)
         else:
-            df = pd.read_csv(path)
+            df = pd.read_csv(path, sep="\t" if path.name.lower().endswith((".tsv", ".tsv.gz")) else ",")
     except pd.errors.EmptyDataError:
         raise UserError(f"{path}: the file is empty; give a header row and at least one data row") from None
     except ImportError as e:
@@ -154,7 +161,8 @@ def read_image_folder(path: Path) -> Dataset:
         names = classes
         index = {c: i for i, c in enumerate(classes)}
         y = np.array([index[p.parent.relative_to(path).as_posix()] for p, _ in arrays])
-    ds = Dataset(x=_images_nchw(x.astype(np.uint8)), y=y, name=path.name, scale=255.0, label_names=names)
+    x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)  # PIL gives (H, W) or (H, W, C)
+    ds = Dataset(x=np.ascontiguousarray(x.astype(np.uint8)), y=y, name=path.name, scale=255.0, label_names=names)
     return ds
 
 

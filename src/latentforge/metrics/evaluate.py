@@ -15,7 +15,8 @@ from .reconstruction import per_sample_mse, ssim_per_sample
 def evaluate_model(model: nn.Module, test: Dataset, *, k: int = 1000, max_iwae: int | None = None,
                    device: str | torch.device = "cpu", progress: bool = False, seed: int = 0,
                    chunk: int = 1000) -> dict[str, float]:
-    """The ``test`` block of ``metrics.json``: loss, ELBO, IWAE NLL (k samples), recon MSE, PSNR, SSIM;
+    """The ``test`` block of ``metrics.json``: loss, ELBO, IWAE NLL (k samples), recon MSE, PSNR, SSIM,
+    and on labelled data the representation metrics of the codes (probe_acc, kmeans_acc, nmi, ari);
     for recommenders (interaction data) loss, Recall@20, Recall@50 and NDCG@100 instead.
 
     Streams the test set in chunks so memory stays flat. ``max_iwae`` evaluates the IWAE bound
@@ -36,7 +37,8 @@ def _evaluate(model: nn.Module, test: Dataset, *, k: int, max_iwae: int | None, 
         return {**out, **evaluate_ranking(lambda x: model.scores(x).cpu().numpy(), test.x, test.meta["holdout"],
                                           batch_size=chunk)}
     n_iwae = len(test) if max_iwae is None else min(max_iwae, len(test))
-    elbo, nll, mse_i, ssim_i = [], [], [], []
+    elbo, nll, mse_i, ssim_i, codes = [], [], [], [], []
+    probe_n = min(len(test), 10000)  # codes for the representation metrics
     image01 = test.is_image and test.in_unit_interval
     from tqdm.auto import tqdm
 
@@ -47,6 +49,8 @@ def _evaluate(model: nn.Module, test: Dataset, *, k: int, max_iwae: int | None, 
             elbo.append(model.elbo(x).cpu())
         if hasattr(model, "iwae_nll") and k > 0 and start < n_iwae:
             nll.append(torch.from_numpy(iwae_nll(model, x[: n_iwae - start], k=k)))
+        if hasattr(model, "encode") and test.y is not None and start < probe_n:
+            codes.append(model.encode(x[: probe_n - start])[0].flatten(1).cpu().numpy())
         if hasattr(model, "reconstruct"):
             rec = model.reconstruct(x).cpu().numpy()
             mse_i.append(per_sample_mse(xn, rec))
@@ -65,4 +69,8 @@ def _evaluate(model: nn.Module, test: Dataset, *, k: int, max_iwae: int | None, 
             out["psnr"] = float(np.mean(10 * np.log10(1.0 / np.maximum(per, 1e-10))))
         if ssim_i:
             out["ssim"] = float(np.mean(np.concatenate(ssim_i)))
+    if codes:
+        from .representation import representation_scores
+
+        out.update(representation_scores(np.concatenate(codes), np.asarray(test.y[:probe_n])))
     return out

@@ -27,7 +27,7 @@ from ..nn import conv_decoder, conv_encoder, default_arch, mlp
 from . import register
 
 COLLAPSE_RATIO = 0.5  # a generator batch less than half as diverse as usual counts as collapsed
-DIVERSITY_WARMUP = 50  # generator steps before the collapse check starts
+DIVERSITY_WARMUP = 200  # generator steps before the collapse check starts
 
 
 def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor, *,
@@ -181,8 +181,10 @@ class GAN(nn.Module):
         self._update_ema()
         with torch.no_grad():
             diversity = self._diversity(fake)
-            # running level: mean over roughly the last 100 generator steps, seeded by the first value
-            level = diversity if self.g_steps == 0 else self.diversity_level.lerp(diversity, 0.01)
+            # running level: a moving average over ~10 generator steps during the warm-up (it forgets the noise-like,
+            # very diverse output of the untrained generator and the blobs that follow it), then over ~100
+            rate = 1.0 if self.g_steps == 0 else 0.1 if self.g_steps < DIVERSITY_WARMUP else 0.01
+            level = self.diversity_level.lerp(diversity, rate)
             collapse = (diversity < COLLAPSE_RATIO * self.diversity_level).float() * (self.g_steps >= DIVERSITY_WARMUP)
             self.diversity_level.copy_(level)
             self.collapsed.add_(collapse)
