@@ -38,13 +38,14 @@ from latentforge.train import TrainConfig, fit
 METRICS = ("ndcg@100", "recall@20", "recall@50")
 EASE_LAMBDAS = (50, 100, 200, 300, 500, 1000, 2000)
 # Chosen on validation users with --tune (see docs/results.md); the paper's ML-20M values differ.
-CHOSEN = {
-    "mult-vae": {"params": {"hidden": [600], "latent_dim": 200, "beta_cap": 0.2, "anneal_steps": 2000}, "epochs": 100,
+CHOSEN = {  # = the library's defaults
+    "mult-vae": {"params": {"hidden": [], "latent_dim": 600, "dropout": 0.1, "beta_cap": 0.2, "anneal_steps": 300},
+                 "epochs": 200, "batch_size": 128},
+    "mult-dae": {"params": {"hidden": [], "latent_dim": 600, "dropout": 0.5, "l2": 2e-5}, "epochs": 150,
                  "batch_size": 128},
-    "mult-dae": {"params": {"hidden": [600], "latent_dim": 200, "l2": 2e-5}, "epochs": 100, "batch_size": 128},
 }
-PAPER = {"mult-vae": {"params": {"hidden": [600], "latent_dim": 200, "beta_cap": 0.2, "anneal_steps": 40000},
-                      "epochs": 200, "batch_size": 500}}
+PAPER = {"mult-vae": {"params": {"hidden": [600], "latent_dim": 200, "dropout": 0.5, "beta_cap": 0.2,
+                                 "anneal_steps": 40000}, "epochs": 200, "batch_size": 500}}
 
 
 def test_metrics(score_fn, splits) -> dict[str, float]:
@@ -66,10 +67,11 @@ def run_ease(splits, seed: int) -> dict:
     return {**test_metrics(EASE(best).fit(splits.train.x).scores, splits), "lambda": best}
 
 
-def train_model(name: str, splits, seed: int, *, params: dict, epochs: int, batch_size: int):
+def train_model(name: str, splits, seed: int, *, params: dict, epochs: int, batch_size: int, lr: float = 1e-3):
     torch.manual_seed(seed)
     model = build_model(name, input_shape=[splits.train.x.shape[1]], **params)
-    result = fit(model, splits.train, None, TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, progress=False))
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, progress=False)
+    result = fit(model, splits.train, None, cfg)
     return model, result
 
 
@@ -113,14 +115,14 @@ def tune(seeds: list[int], grid: dict, name: str, epochs: int) -> None:
     keys = list(grid)
     for combo in itertools.product(*grid.values()):
         setting = dict(zip(keys, combo))
-        bs = setting.pop("batch_size", 128)
+        bs, lr = setting.pop("batch_size", 128), setting.pop("lr", 1e-3)
         vals, epochs_at = [], []
         t0 = time.perf_counter()
         for s in seeds:
-            _, result = train_model(name, splits[s], s, params=setting, epochs=epochs, batch_size=bs)
+            _, result = train_model(name, splits[s], s, params=setting, epochs=epochs, batch_size=bs, lr=lr)
             vals.append(result.history[result.best_epoch - 1]["val_ndcg@100"])
             epochs_at.append(result.best_epoch)
-        print(json.dumps({"model": name, **setting, "batch_size": bs, "val_ndcg@100": round(float(np.mean(vals)), 4),
+        print(json.dumps({"model": name, **setting, "batch_size": bs, "lr": lr, "val_ndcg@100": round(float(np.mean(vals)), 4),
                           "std": round(float(np.std(vals)), 4), "best_epochs": epochs_at,
                           "seconds": round(time.perf_counter() - t0, 1)}), flush=True)
 

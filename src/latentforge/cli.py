@@ -64,7 +64,7 @@ def train(
     data: str = typer.Option("digits", "--data", help="Data name (digits, mnist, fashion-mnist, breastmnist, "
                              "pneumoniamnist) or a path (.npy, .npz, .csv, .parquet, IDX, folder of images)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs to train (total, also with --resume). "
-                                         "Default 10, 50 on the small digits set, 100 for mult-vae/mult-dae."),
+                                         "Default 10, 50 on the small digits set, 200 for mult-vae, 150 for mult-dae."),
     batch_size: int = typer.Option(128, "--batch-size", help="Mini-batch size."),
     latent_dim: Optional[int] = typer.Option(None, "--latent-dim", help="Size of the latent code z (default 20)."),
     hidden: Optional[str] = typer.Option(None, "--hidden", help="Hidden layer sizes, comma-separated (encoder; the "
