@@ -212,11 +212,10 @@ def write_pictures(run_dir: Path, model: nn.Module, test: Dataset, history: list
         plots.save_codebook_usage(model.quantizer.usage.numpy(), run_dir / "codebook.png")
     if hasattr(model, "encode"):
         n = min(len(test), 1000)
-        z = model.encode(torch.from_numpy(test.head(n)))[0].numpy()
+        mu, logvar = model.encode(torch.from_numpy(test.head(n)))
         labels = None if test.y is None else np.asarray(test.y[:n])
-        plots.save_latent_map(z, labels, run_dir / "latent_map.png", label_names=test.label_names, seed=seed)
+        plots.save_latent_map(mu.numpy(), labels, run_dir / "latent_map.png", label_names=test.label_names, seed=seed)
         if hasattr(model, "kl") and test.is_image and not getattr(model, "uses_labels", False):
-            mu, logvar = model.encode(torch.from_numpy(test.floats()[:n]))
             kl_per_dim = model.kl(mu[:, :, None], logvar[:, :, None]).mean(0)  # (latent,) average KL per dim
             plots.save_traversals(model, mu[0], kl_per_dim.numpy(), run_dir / "traversals.png")
 
