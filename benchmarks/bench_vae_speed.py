@@ -143,7 +143,7 @@ def ours(splits, epochs: int, n_batches: int, seed: int = 0) -> tuple[list[float
     """Train with ``latentforge.train.fit``; after each epoch, time the matmul floor once more
     so that both are measured under the same machine load (this machine is shared and noisy)."""
     torch.manual_seed(seed)
-    model = build_model("vae", input_shape=list(splits.train.sample_shape))
+    model = build_model("vae", input_shape=list(splits.train.sample_shape), arch="mlp")  # the seed VAE
     floors: list[float] = []
     t0 = time.perf_counter()
     res = fit(model, splits.train, None, TrainConfig(epochs=epochs, batch_size=BATCH, seed=seed, progress=False),

@@ -13,6 +13,7 @@ _LAZY = {
     "VAE": "estimators", "BetaVAE": "estimators", "CVAE": "estimators", "AutoEncoder": "estimators",
     "DenoisingAutoEncoder": "estimators", "load": "estimators",
     "MultVAE": "recommenders", "MultDAE": "recommenders",
+    "DeepSVDD": "detectors", "AEDetector": "detectors", "EnsembleDetector": "detectors",
 }
 
 __all__ = ["UserError", "__version__", *_LAZY]

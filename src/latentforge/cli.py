@@ -90,6 +90,9 @@ def train(
     n_codes: Optional[int] = typer.Option(None, "--n-codes", help="vqvae: codebook size (default 128)."),
     code_dim: Optional[int] = typer.Option(None, "--code-dim", help="vqvae: size of each codeword (default 32)."),
     commitment: Optional[float] = typer.Option(None, "--commitment", help="vqvae: commitment cost (default 0.25)."),
+    objective: Optional[str] = typer.Option(None, "--objective", help="deep-svdd: one-class (default) or soft-boundary."),
+    nu: Optional[float] = typer.Option(None, "--nu", help="deep-svdd soft-boundary: share of training points allowed "
+                                       "outside the sphere (default 0.1)."),
     eval_k: int = typer.Option(100, "--eval-k", help="Importance samples for the IWAE NLL in metrics.json (0: skip)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (auto picks CUDA when present)."),
     compile: str = typer.Option("auto", "--compile", help="torch.compile the loss: auto, on or off."),
@@ -134,7 +137,8 @@ def train(
               "channels": _hidden(channels, "--channels") if channels is not None else None,
               "noise": noise, "k": k, "kl_warmup": kl_warmup, "capacity": capacity, "capacity_steps": capacity_steps,
               "d_steps": d_steps, "lr_d": lr_d, "spectral_norm": spectral_norm, "ema": ema, "gp_weight": gp_weight,
-              "beta_cap": beta_cap, "anneal_steps": anneal_steps, "dropout": dropout, "l2": l2}
+              "beta_cap": beta_cap, "anneal_steps": anneal_steps, "dropout": dropout, "l2": l2,
+              "objective": objective, "nu": nu}
     data_options = {"min_rating": min_rating, "user_col": user_col, "item_col": item_col, "rating_col": rating_col}
     run_dir = train_run(model, data, cfg, model_kwargs=kwargs, out=out, resume=resume, eval_k=eval_k,
                         data_options=data_options)
@@ -281,6 +285,29 @@ def report(run: Path = typer.Argument(..., help="Run directory.")) -> None:
 
 
 @app.command()
+def score(
+    run: Path = typer.Argument(..., help="Run directory (deep-svdd, ae, dae, vae, …)."),
+    data: str = typer.Option(..., "--data", help="Data to score: a path (.csv, .npz, .npy, images) or a data name (its test set)."),
+    out: Path = typer.Option(..., "--out", help="Output CSV: index, score (higher = more anomalous), is_anomaly (0/1)."),
+    threshold: Optional[str] = typer.Option(None, "--threshold", help="quantile:Q of the training scores, or fpr:R "
+                                            "(flags a share R of held-out training data). Default fpr:0.01."),
+    contamination: Optional[float] = typer.Option(None, "--contamination", help="Expected share of anomalies in (0, 0.5] "
+                                                  "(PyOD's rule: flags that share of the training data) instead of --threshold."),
+    score_kind: str = typer.Option("auto", "--score", help="auto, recon, elbo, iwae (VAEs) or distance (deep-svdd)."),
+    k: int = typer.Option(16, "--k", help="Posterior samples for elbo / importance samples for iwae scores."),
+) -> None:
+    """Anomaly scores for new data, with a threshold that needs no guessed contamination rate."""
+    from .tasks.anomaly import score_run
+
+    _positive("--k", k)
+    r = score_run(run, data, out, threshold=threshold, contamination=contamination, score=score_kind, k=k)
+    typer.echo(f"scored {r['n']} samples ({r['score']} score): {r['flagged']} flagged as anomalies "
+               f"(score > {r['threshold']:.6g}, rule {r['rule'] or 'fpr:0.01'}); wrote {out}")
+    if "auroc" in r:
+        typer.echo(f"labels found: AUROC {r['auroc']:.4f}, average precision {r['average_precision']:.4f}")
+
+
+@app.command()
 def recommend(
     run: Path = typer.Argument(..., help="Run directory of mult-vae / mult-dae (or a save_pretrained folder)."),
     user: Optional[str] = typer.Option(None, "--user", help="Id of a user in the training data."),
@@ -311,6 +338,28 @@ def recommend(
     typer.echo("rank\titem\tscore")
     for i, (item, score) in enumerate(ranked):
         typer.echo(f"{i + 1}\t{item}\t{score:.4f}")
+
+
+@app.command()
+def compare(
+    runs: list[Path] = typer.Argument(..., help="Two or more run directories."),
+    json_out: bool = typer.Option(False, "--json", help="Print {runs, metrics, direction, best, warnings} as JSON."),
+    markdown: bool = typer.Option(False, "--markdown", help="Print a Markdown table (best values in bold)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Also write the runs' samples (or reconstructions) side "
+                                       "by side to FILE.png."),
+) -> None:
+    """Compare runs side by side: one row per test metric, the best run per metric marked."""
+    from .compare import compare_runs, render_json, render_markdown, render_table, save_comparison_picture
+
+    if json_out and markdown:
+        raise UserError("--json and --markdown cannot be used together; give one of them")
+    if out is not None:
+        _out_file(out, (".png",))
+    result = compare_runs(runs)
+    typer.echo(render_json(result) if json_out else render_markdown(result) if markdown else render_table(result))
+    if out is not None:
+        save_comparison_picture(runs, out)
+        typer.echo(f"wrote {out}", err=json_out)  # stdout stays pure JSON
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -264,6 +264,10 @@ def load(run_dir: str | Path, *, device: str = "cpu"):
     """The estimator for any run or ``save_pretrained`` directory."""
     config = read_json(Path(run_dir) / CONFIG) if (Path(run_dir) / CONFIG).exists() else {}
     cls = ESTIMATORS.get(config.get("model", ""))
+    if config.get("model") in ("deep-svdd", "ensemble"):
+        from .detectors import DeepSVDD, EnsembleDetector
+
+        cls = DeepSVDD if config["model"] == "deep-svdd" else EnsembleDetector
     if cls is None:
         load_model(run_dir)  # raises a clear error for a directory that is not a run
         raise UserError(f"{run_dir}: no Python estimator for model {config.get('model')!r} yet")

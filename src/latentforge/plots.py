@@ -192,3 +192,41 @@ def save_codebook_usage(usage: np.ndarray, path: Path) -> Path:
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
+
+
+def save_score_histogram(train: np.ndarray, test: np.ndarray, threshold: float, path: Path, *,
+                         test_labels: np.ndarray | None = None, rule: str = "") -> Path:
+    """Anomaly-score histograms (training, and test — split by label when labels say which are anomalies)
+    with the threshold as a vertical line."""
+    plt, fig, ax = _figure((7, 4))
+    allv = np.concatenate([train, test])
+    lo, hi = np.quantile(allv, [0.001, 0.999])
+    hi = max(hi, threshold)
+    bins = np.linspace(lo, hi + 1e-12, 60)
+    clip = lambda v: np.clip(v, lo, hi)  # noqa: E731  (the far tail piles up in the edge bins, not off-screen)
+    ax.hist(clip(train), bins=bins, density=True, alpha=0.45, label=f"training ({len(train)})", color="#4c72b0")
+    if test_labels is not None and set(np.unique(test_labels)) <= {0, 1}:
+        ax.hist(clip(test[test_labels == 0]), bins=bins, density=True, histtype="step", lw=1.8, color="#55a868",
+                label=f"test, normal ({int((test_labels == 0).sum())})")
+        ax.hist(clip(test[test_labels == 1]), bins=bins, density=True, histtype="step", lw=1.8, color="#c44e52",
+                label=f"test, anomalies ({int((test_labels == 1).sum())})")
+    else:
+        ax.hist(clip(test), bins=bins, density=True, histtype="step", lw=1.8, color="#dd8452", label=f"test ({len(test)})")
+    ax.axvline(threshold, color="k", ls="--", lw=1.5, label=f"threshold {threshold:.4g}" + (f" ({rule})" if rule else ""))
+    flagged = float((test > threshold).mean())
+    ax.set_title(f"Anomaly scores (higher = more anomalous): {flagged:.1%} of test flagged")
+    ax.set_xlabel("anomaly score")
+    ax.set_ylabel("density")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def save_top_anomalies(images: np.ndarray, recons: np.ndarray | None, path: Path) -> Path:
+    """The most anomalous images, most anomalous first (with their reconstructions underneath when given)."""
+    if recons is None:
+        return save_image(image_grid(images, nrow=8), path)
+    return save_reconstructions(images, recons, path)

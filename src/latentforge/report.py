@@ -18,6 +18,10 @@ FIGURES = (
     ("codebook.png", "Codebook usage", "How often each VQ-VAE codeword was assigned during training."),
     ("traversals.png", "Latent traversals", "One row per latent dimension (most informative first, by KL): "
      "a test sample's code with that dimension swept from −3 to +3."),
+    ("anomaly_scores.png", "Anomaly scores", "Histogram of anomaly scores on the training and test data; the dashed "
+     "line is the threshold above which a point is flagged."),
+    ("anomalies.png", "Top anomalies", "The most anomalous test images, most anomalous first (rows below them: "
+     "their reconstructions, where the model reconstructs)."),
     ("gan_progress.png", "Training progress", "Samples from the same fixed noise after each epoch (a selection, "
      "top to bottom), drawn by the averaged (EMA) generator: the frames of the training animation."),
 )
@@ -36,6 +40,10 @@ METRIC_HELP = {
     "recall@20": "share of a test user's held-out items in the top 20 (of at most 20), seen items excluded",
     "recall@50": "share of a test user's held-out items in the top 50 (of at most 50), seen items excluded",
     "ndcg@100": "normalised discounted cumulative gain of the top 100 (1 = held-out items ranked first)",
+    "auroc": "area under the ROC curve of the anomaly scores against the test labels (1 = anomalies ranked first)",
+    "average_precision": "average precision of the anomaly scores against the test labels (anomalies = positives)",
+    "threshold": "anomaly-score threshold: above it a point is flagged",
+    "flagged": "share of test points above the threshold",
     "eval_users": "test users whose held-out items were ranked",
 }
 

@@ -94,6 +94,10 @@ def train_run(
     splits = prepare_splits(load_data(data, **data_options), cfg.binarize, cfg.seed)
     if splits.train.is_sparse and "interactions" not in data_options:
         raise UserError(f"{data} is user-item interaction data; train a recommender on it (mult-vae or mult-dae)")
+    if getattr(MODELS[model_name], "detector", False):
+        from .detectors import check_detector_input
+
+        check_detector_input(splits.train)
     torch.manual_seed(cfg.seed)  # initial weights come from the seed, too
     if resume:
         model = build_model(model_name, **saved["model_config"])
@@ -176,6 +180,10 @@ def finish_run(run_dir: Path, model: nn.Module, splits: Splits, result: TrainRes
     for write in splits.train.meta.get("run_files", []):  # files the data keeps with a model (e.g. known users)
         write(run_dir)
     test = evaluate_model(model, splits.test, k=eval_k, device=resolve_device(device))
+    if getattr(model, "detector", False):
+        from .tasks.anomaly import write_run_anomaly
+
+        test.update(write_run_anomaly(run_dir, model, splits.train, splits.test))
     config = read_json(run_dir / CONFIG)
     metrics = {
         "model": config["model"], "data": config["data"], "epochs": len(result.history),

@@ -7,7 +7,10 @@ optimisers, e.g. GANs), ``training_step(x, y, optimizers)`` (its own update orde
 values to log, every one of them guarded against NaN/Inf) and ``fused_step(optimizer)``. A model
 may also score itself after each epoch, ``validate(train) -> {name: value}`` (on held-out data the
 training set carries, logged in the history), and name one of those values ``monitor``: the trainer
-then keeps the weights of the epoch where it peaked (higher is better), also across ``--resume``.
+then keeps the weights of the epoch where it peaked (higher is better), also across ``--resume``,
+and with ``TrainConfig.patience`` stops once it has not improved for that many epochs (early
+stopping). ``after_epoch(train) -> {name: value}`` lets a model update what it fits between epochs
+(e.g. the Deep SVDD radius).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ class TrainConfig:
     binarize: str | None = None  # None | dynamic | static
     progress: bool | None = None  # None: a progress bar only on a terminal
     eval_batch_size: int = 1000
+    patience: int | None = None  # early stopping on the model's ``monitor`` value (None: train every epoch)
 
     def validate(self) -> None:
         if self.epochs < 1:
@@ -54,6 +58,8 @@ class TrainConfig:
             raise UserError(f"--compile must be auto, on or off, got {self.compile!r}")
         if self.binarize not in (None, "dynamic", "static"):
             raise UserError(f"--binarize must be dynamic or static, got {self.binarize!r}")
+        if self.patience is not None and self.patience < 1:
+            raise UserError(f"--patience must be at least 1, got {self.patience}")
 
 
 @dataclass
@@ -186,8 +192,13 @@ def fit(
     run_dir: Path | None = None,
     resume: bool = False,
     on_epoch_end: Callable[[int, nn.Module], None] | None = None,
+    validation: Dataset | None = None,
 ) -> TrainResult:
-    """Train ``model`` on ``train``; with a ``run_dir``, checkpoint every epoch and allow resume."""
+    """Train ``model`` on ``train``; with a ``run_dir``, checkpoint every epoch and allow resume.
+
+    With ``validation`` (held out from the training data), its loss is logged as ``val_loss`` each
+    epoch and, unless the model names its own ``monitor``, decides the kept weights and early stopping.
+    """
     cfg.validate()
     if run_dir is not None:
         Path(run_dir).mkdir(parents=True, exist_ok=True)
@@ -220,8 +231,11 @@ def fit(
     elif hasattr(model, "prepare"):
         model.prepare(train)
     validate = getattr(model, "validate", None)
-    best = KeepBest(getattr(model, "monitor", None), result.history,
-                    load_training_extra(run_dir, "best") if resume else None)
+    after_epoch = getattr(model, "after_epoch", None)
+    monitor = getattr(model, "monitor", None)
+    lower_better = monitor is None and validation is not None
+    best = KeepBest("val_loss" if lower_better else monitor, result.history,
+                    load_training_extra(run_dir, "best") if resume else None, lower_is_better=lower_better)
     batcher = Batcher(x_all, y_all, batch_size=cfg.batch_size, scale=train.scale, generator=batch_gen,
                       binarize="dynamic" if cfg.binarize == "dynamic" else None, device=device)
     steps_left = len(batcher) * (cfg.epochs - start_epoch)
@@ -255,6 +269,10 @@ def fit(
             result.samples_seen += len(train)
             if test is not None:
                 row.update({f"test_{k}": v for k, v in evaluate_loss(model, test, batch_size=cfg.eval_batch_size, device=device).items()})
+            if validation is not None:
+                row["val_loss"] = evaluate_loss(model, validation, batch_size=cfg.eval_batch_size, device=device)["loss"]
+            if after_epoch is not None:
+                row.update(after_epoch(train))
             if validate is not None:
                 row.update(validate(train))
             row["seconds"] = round(seconds, 4)
@@ -271,6 +289,10 @@ def fit(
             if show:
                 shown = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k in ("train_loss", "test_loss", best.key))
                 print(f"epoch {epoch + 1}/{cfg.epochs}: {shown} ({seconds:.1f}s)", file=sys.stderr)
+            if cfg.patience is not None and best.epoch is not None and epoch + 1 - best.epoch >= cfg.patience:
+                if show:
+                    print(f"early stop: {best.key} has not improved since epoch {best.epoch}", file=sys.stderr)
+                break
     except KeyboardInterrupt:
         # The checkpoint of the last finished epoch is already on disk; say how to continue.
         result.interrupted = True
@@ -282,16 +304,19 @@ def fit(
 
 
 class KeepBest:
-    """The weights of the epoch where ``key`` (a history value, higher = better) peaked."""
+    """The weights of the epoch where ``key`` (a history value, higher = better unless
+    ``lower_is_better``) peaked."""
 
-    def __init__(self, key: str | None, history: list[dict], state: dict[str, torch.Tensor] | None) -> None:
+    def __init__(self, key: str | None, history: list[dict], state: dict[str, torch.Tensor] | None, *,
+                 lower_is_better: bool = False) -> None:
         self.key, self.state, self.epoch, self.score = key, state, None, -math.inf
-        scored = [(r[key], r["epoch"]) for r in history if key and math.isfinite(r.get(key, math.nan))]
+        self.sign = -1.0 if lower_is_better else 1.0
+        scored = [(self.sign * r[key], r["epoch"]) for r in history if key and math.isfinite(r.get(key, math.nan))]
         if scored and state is not None:  # resumed: the best so far is in the checkpoint
             self.score, self.epoch = max(scored, key=lambda t: (t[0], -t[1]))
 
     def update(self, row: dict, model: nn.Module) -> None:
-        value = row.get(self.key, math.nan) if self.key else math.nan
+        value = self.sign * row.get(self.key, math.nan) if self.key else math.nan
         if math.isfinite(value) and value > self.score:
             self.score, self.epoch = value, row["epoch"]
             self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}

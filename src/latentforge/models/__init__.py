@@ -30,3 +30,4 @@ def build_model(name: str, **config) -> nn.Module:
 from . import autoencoder, vae, vae_variants, vqvae  # noqa: E402,F401  (registers their models)
 from . import gan  # noqa: E402,F401  (registers dcgan, wgan-gp)
 from . import multvae  # noqa: E402,F401  (registers mult-vae, mult-dae)
+from . import deep_svdd  # noqa: E402,F401  (registers deep-svdd)

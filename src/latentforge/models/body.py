@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -59,12 +60,12 @@ class Body(nn.Module):
     def prepare(self, data) -> None:
         """Fit the stored standardisation to the training set (Gaussian likelihood only).
 
-        std + 1e-8 keeps a feature that is constant in training finite at test time.
+        A feature that is constant in training gets scale 1 (see :func:`feature_scaling`).
         """
         if self.likelihood == "gaussian":
-            x = data.floats().reshape(len(data), -1).astype("float64")
-            self.x_shift.copy_(torch.from_numpy(x.mean(0)))
-            self.x_scale.copy_(torch.from_numpy(x.std(0) + 1e-8))
+            shift, scale = feature_scaling(data.floats().reshape(len(data), -1))
+            self.x_shift.copy_(shift)
+            self.x_scale.copy_(scale)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Encoder features of raw inputs (standardised first where the likelihood is Gaussian)."""
@@ -101,3 +102,16 @@ class Body(nn.Module):
 
     def _generator(self, seed: int | None) -> torch.Generator | None:
         return torch.Generator(device=self.x_shift.device).manual_seed(seed) if seed is not None else None
+
+
+def feature_scaling(x, *, floor: float = 1e-8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-feature mean and scale for standardising a table.
+
+    The scale is the standard deviation, or 1 for a feature that is constant in training: dividing by
+    std + 1e-8 there would turn any change at test time into a score of 10¹⁶; with 1 the change counts
+    in the feature's own units and every score stays finite.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    mean, std = x.mean(0), x.std(0)
+    scale = np.where(std > floor * np.maximum(1.0, np.abs(mean)), std, 1.0)
+    return torch.from_numpy(mean).float(), torch.from_numpy(scale).float()

@@ -1,0 +1,145 @@
+"""Deep SVDD (Ruff et al. 2018, "Deep One-Class Classification", ICML, http://proceedings.mlr.press/v80/ruff18a).
+
+A network φ maps normal data into a small hypersphere around a fixed centre c; the anomaly score is
+‖φ(x) − c‖². As the paper requires, φ has **no bias terms** and no bounded activations (either lets
+the network map everything onto c, the trivial solution); c is the mean of φ over the training data
+at initialisation, with near-zero coordinates pushed to ±eps, and is not trained.
+
+Objectives: ``"one-class"`` minimises the mean squared distance; ``"soft-boundary"`` minimises
+R² + 1/ν · mean(max(0, ‖φ(x) − c‖² − R²)), where the radius R is set after each epoch (from the
+second on) to the (1 − ν)-quantile of the training distances, as in the paper.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ..nn import default_arch
+from . import register
+from .body import feature_scaling
+
+OBJECTIVES = ("one-class", "soft-boundary")
+
+
+def _bias_free_mlp(sizes: Sequence[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b, bias=False))
+        if i < len(sizes) - 2:
+            layers.append(nn.LeakyReLU(0.1))
+    return nn.Sequential(*layers)
+
+
+def _bias_free_conv(input_shape: Sequence[int], latent_dim: int, channels: Sequence[int]) -> nn.Sequential:
+    """The paper's MNIST/CIFAR design: 5×5 conv → batch norm without affine terms → leaky ReLU → 2×2 max pool."""
+    c, h, w = input_shape
+    layers: list[nn.Module] = []
+    for out in channels:
+        layers += [nn.Conv2d(c, out, 5, padding=2, bias=False), nn.BatchNorm2d(out, eps=1e-4, affine=False),
+                   nn.LeakyReLU(0.1), nn.MaxPool2d(2)]
+        c, h, w = out, h // 2, w // 2
+    layers += [nn.Flatten(), nn.Linear(c * h * w, latent_dim, bias=False)]
+    return nn.Sequential(*layers)
+
+
+@register("deep-svdd")
+class DeepSVDD(nn.Module):
+    """One-class Deep SVDD on tables (standardised inside, statistics stored) or images."""
+
+    detector = True  # a run of it gets anomaly scores, a threshold and the score histogram
+
+    def __init__(self, *, input_shape: Sequence[int], latent_dim: int = 32, hidden: Sequence[int] = (128, 64),
+                 arch: str = "auto", channels: Sequence[int] = (8, 4), objective: str = "one-class",
+                 nu: float = 0.1, eps: float = 0.1) -> None:
+        super().__init__()
+        if objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {objective!r}; use one-class or soft-boundary")
+        if not 0 < nu <= 1:
+            raise ValueError(f"nu must be in (0, 1], got {nu}")
+        if latent_dim < 1 or any(h < 1 for h in hidden) or any(c < 1 for c in channels):
+            raise ValueError("latent_dim, hidden sizes and channels must be positive")
+        if arch == "auto":
+            arch = default_arch(input_shape)
+        if arch not in ("mlp", "conv"):
+            raise ValueError(f"unknown arch {arch!r}; use mlp, conv or auto")
+        if arch == "conv" and len(input_shape) != 3:
+            raise ValueError(f"arch conv needs images (channels, height, width); got samples of shape {list(input_shape)}")
+        self.config = dict(input_shape=list(input_shape), latent_dim=latent_dim, hidden=list(hidden), arch=arch,
+                           channels=list(channels), objective=objective, nu=nu, eps=eps)
+        self.input_shape = tuple(input_shape)
+        self.arch, self.objective, self.nu, self.eps = arch, objective, nu, eps
+        d = math.prod(input_shape)
+        self.net = (_bias_free_mlp([d, *hidden, latent_dim]) if arch == "mlp"
+                    else _bias_free_conv(input_shape, latent_dim, channels))
+        # Tables are standardised with training statistics; images are read as they come (in [0, 1]).
+        self.register_buffer("x_shift", torch.zeros(d))
+        self.register_buffer("x_scale", torch.ones(d))
+        self.register_buffer("center", torch.zeros(latent_dim))
+        self.register_buffer("radius", torch.zeros(()))
+        self.register_buffer("epochs_seen", torch.zeros((), dtype=torch.long))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """φ(x): standardised inputs through the bias-free network."""
+        x = x.flatten(1)
+        if self.arch == "mlp":
+            return self.net((x - self.x_shift) / self.x_scale)
+        return self.net(x.view(-1, *self.input_shape))
+
+    def distance(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.embed(x) - self.center).pow(2).sum(1)
+
+    @torch.no_grad()
+    def prepare(self, data) -> None:
+        """Standardisation statistics (tables) and the centre c from the untrained network."""
+        if self.arch == "mlp":
+            shift, scale = feature_scaling(data.floats().reshape(len(data), -1))
+            self.x_shift.copy_(shift)
+            self.x_scale.copy_(scale)
+        was = self.training
+        self.eval()  # batch-norm statistics are not touched while c is computed
+        total = torch.zeros_like(self.center, dtype=torch.float64)
+        for start in range(0, len(data), 1024):
+            xb = data.to_float(data.tensor()[start : start + 1024]).to(self.center.device)
+            total += self.embed(xb).double().sum(0)
+        c = (total / len(data)).float()
+        # Coordinates near zero are pushed to ±eps: a zero centre is reachable by dead units alone.
+        c = torch.where(c.abs() < self.eps, torch.where(c < 0, -self.eps, self.eps), c)
+        self.center.copy_(c)
+        self.train(was)
+
+    def loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        dist = self.distance(x)
+        if self.objective == "one-class":
+            return {"loss": dist.mean()}
+        r2 = self.radius**2
+        return {"loss": r2 + torch.relu(dist - r2).mean() / self.nu, "radius": self.radius.detach().clone()}
+
+    @torch.no_grad()
+    def after_epoch(self, train) -> dict[str, float]:
+        """Soft-boundary: R ← (1 − ν)-quantile of the training distances (after the first epoch)."""
+        self.epochs_seen += 1
+        if self.objective != "soft-boundary" or int(self.epochs_seen) < 2:
+            return {}
+        was = self.training
+        self.eval()
+        dists = torch.cat([self.distance(data_chunk.to(self.center.device))
+                           for data_chunk in _chunks(train)])
+        self.radius.fill_(float(torch.quantile(dists.float().sqrt(), 1 - self.nu)))
+        self.train(was)
+        return {"radius": float(self.radius)}
+
+    @torch.no_grad()
+    def anomaly_score(self, x: torch.Tensor) -> torch.Tensor:
+        """‖φ(x) − c‖² (soft-boundary: minus R², so positive means outside the sphere); higher = more anomalous."""
+        dist = self.distance(x)
+        return dist - self.radius**2 if self.objective == "soft-boundary" else dist
+
+
+def _chunks(data, size: int = 4096):
+    x = data.tensor()
+    for start in range(0, len(data), size):
+        yield data.to_float(x[start : start + size])

@@ -1,0 +1,153 @@
+"""Anomaly detectors: PyOD's contract, thresholds without a guessed contamination, save/load, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import require_data
+from sklearn.metrics import roc_auc_score
+
+from latentforge.detectors import AEDetector, DeepSVDD, EnsembleDetector
+from latentforge.errors import UserError
+from latentforge.tasks.anomaly import parse_threshold, threshold_from
+
+
+def blob_with_outliers(seed: int = 0, n: int = 600, n_out: int = 30):
+    """A correlated Gaussian blob (normal) and points far from it (anomalies), plus a constant column."""
+    a = np.random.default_rng(42).normal(size=(6, 6))  # one distribution; seed picks the sample
+    rng = np.random.default_rng(seed)
+    normal = rng.normal(size=(n, 6)) @ a
+    far = rng.normal(size=(n_out, 6)) @ a + rng.choice([-1, 1], size=(n_out, 6)) * 20
+    x = np.vstack([normal, far])
+    x = np.hstack([x, np.full((len(x), 1), 2.5)])
+    y = np.r_[np.zeros(n), np.ones(n_out)].astype(int)
+    return x.astype(np.float32), y
+
+
+FAST = dict(epochs=15, random_state=0, device="cpu")
+
+
+@pytest.mark.parametrize("make,n_out", [(lambda: DeepSVDD(**FAST), 0), (lambda: DeepSVDD(objective="soft-boundary", **FAST), 0),
+                                        (lambda: AEDetector(kind="vae", **FAST), 30), (lambda: AEDetector(kind="ae", **FAST), 30),
+                                        (lambda: AEDetector(kind="dae", **FAST), 30)],
+                         ids=["deep-svdd", "deep-svdd-soft", "vae", "ae", "dae"])
+def test_known_anomalies_rank_first(make, n_out: int) -> None:
+    """Deep SVDD is one-class (the paper fits clean data); the autoencoders also cope with 5 % contamination."""
+    x, y = blob_with_outliers(n_out=n_out)
+    det = make().fit(x)
+    xt, yt = blob_with_outliers(seed=1)
+    s = det.decision_function(xt)
+    assert np.isfinite(s).all()
+    assert roc_auc_score(yt, s) > 0.95
+    np.testing.assert_allclose(det.score_samples(xt), -s)
+    assert det.decision_scores_.shape == (len(x),) and det.labels_.shape == (len(x),)
+    assert set(np.unique(det.predict(xt))) <= {0, 1}
+
+
+def test_constant_column_changing_at_test_time_stays_finite() -> None:
+    x, _ = blob_with_outliers()
+    det = DeepSVDD(**FAST).fit(x)
+    xt = x[:20].copy()
+    xt[:, -1] = 1e6  # the column was constant (2.5) in training
+    s = det.decision_function(xt)
+    assert np.isfinite(s).all() and (s > det.decision_scores_.max()).all()
+
+
+def test_thresholds_give_the_promised_false_positive_rate() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4000, 5)).astype(np.float32)
+    det = AEDetector(kind="ae", threshold="fpr:0.05", **FAST).fit(x)
+    new_normal = rng.normal(size=(4000, 5)).astype(np.float32)
+    assert abs(det.predict(new_normal).mean() - 0.05) < 0.025  # estimated on the held-out slice
+    det.set_threshold("quantile:0.9")
+    assert abs(det.labels_.mean() - 0.1) < 0.01
+    det.set_threshold(contamination=0.2)
+    assert abs(det.labels_.mean() - 0.2) < 0.01
+    assert det.contamination == 0.2 and det.threshold is None
+
+
+def test_set_threshold_changes_labels_without_refit() -> None:
+    x, _ = blob_with_outliers()
+    det = DeepSVDD(**FAST).fit(x)
+    before = {k: v.clone() for k, v in det.model_.state_dict().items()}
+    scores = det.decision_scores_.copy()
+    n1 = det.labels_.sum()
+    det.set_threshold("quantile:0.5")
+    assert det.labels_.sum() > n1
+    assert np.array_equal(det.decision_scores_, scores)
+    assert all((before[k] == v).all() for k, v in det.model_.state_dict().items())
+
+
+def test_random_state_reproduces_scores() -> None:
+    x, _ = blob_with_outliers()
+    a = AEDetector(kind="vae", **FAST).fit(x).decision_scores_
+    b = AEDetector(kind="vae", **FAST).fit(x).decision_scores_
+    c = AEDetector(kind="vae", **{**FAST, "random_state": 1}).fit(x).decision_scores_
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+@pytest.mark.parametrize("make", [lambda: DeepSVDD(**FAST), lambda: AEDetector(kind="vae", **FAST),
+                                  lambda: EnsembleDetector(members=("ae", "deep-svdd"), random_state=0, device="cpu")],
+                         ids=["deep-svdd", "vae", "ensemble"])
+def test_save_load_gives_identical_scores(make, tmp_path) -> None:
+    x, _ = blob_with_outliers()
+    det = make().fit(x)
+    det.save_pretrained(tmp_path / "det")
+    back = type(det).from_pretrained(tmp_path / "det")
+    np.testing.assert_array_equal(back.decision_function(x[:50]), det.decision_function(x[:50]))
+    assert back.threshold_ == det.threshold_
+    np.testing.assert_array_equal(back.labels_, det.labels_)
+    assert not any(p.suffix in (".pkl", ".pt", ".pickle") for p in (tmp_path / "det").rglob("*"))
+
+
+def test_threshold_rules() -> None:
+    train = np.arange(100, dtype=float)
+    held = np.arange(1000, 1100, dtype=float)
+    assert threshold_from("quantile:0.9", train) == 90
+    assert threshold_from(None, train, held, contamination=0.1) == 90
+    assert threshold_from("fpr:0.05", train, held) == 1095
+    for bad in ("quantile:1.5", "fpr:0", "median", "quantile:x"):
+        with pytest.raises(UserError):
+            parse_threshold(bad)
+    for c in (0.0, 0.6, -0.1):
+        with pytest.raises(UserError, match="contamination"):
+            parse_threshold(None, c)
+
+
+def test_bad_input_is_a_user_error() -> None:
+    x, _ = blob_with_outliers()
+    with pytest.raises(UserError, match="at least 2"):
+        DeepSVDD(**FAST).fit(x[:1])
+    with pytest.raises(UserError, match="constant"):
+        DeepSVDD(**FAST).fit(np.ones((50, 3)))
+    bad = x.copy()
+    bad[3, 2] = np.nan
+    with pytest.raises(UserError, match="NaN"):
+        DeepSVDD(**FAST).fit(bad)
+    with pytest.raises(UserError, match="contamination"):
+        DeepSVDD(contamination=0.7, **FAST).fit(x)
+    det = DeepSVDD(**FAST).fit(x)
+    with pytest.raises(UserError, match="shape"):
+        det.decision_function(x[:, :3])
+
+
+def test_one_class_digits_images() -> None:
+    """Images: train on one digit of scikit-learn's digits, the others are anomalies."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = (d.images / 16.0).astype(np.float32)[:, None]
+    train = x[:1200][d.target[:1200] == 0]
+    test, yt = x[1200:], (d.target[1200:] != 0).astype(int)
+    for det in (AEDetector(kind="vae", epochs=40, random_state=0, device="cpu"), DeepSVDD(epochs=40, random_state=0, device="cpu")):
+        s = det.fit(train).decision_function(test)
+        assert roc_auc_score(yt, s) > 0.85, type(det).__name__
+
+
+def test_real_outlier_table_beats_chance() -> None:
+    """WBC from the ODDS benchmarks: fit without labels, AUROC on the labels."""
+    path = require_data("odds", "42_WBC.npz")
+    d = np.load(path)
+    s = AEDetector(kind="vae", epochs=50, random_state=0, device="cpu").fit(d["X"]).decision_scores_
+    assert roc_auc_score(d["y"], s) > 0.85
