@@ -96,3 +96,26 @@ def test_evaluate_model_skips_what_does_not_apply(evaluated) -> None:
     model, test = evaluated
     out = evaluate_model(model, test, k=0)
     assert "nll_iwae" not in out and "iwae_k" not in out
+
+
+def test_evaluate_adds_sample_quality_for_28x28_generative_models(mnist_dir) -> None:
+    """A trained VAE's samples sit between the test-vs-train floor and an untrained model's noise."""
+    import torch
+
+    from latentforge.data import load_data
+    from latentforge.metrics.evaluate import sample_quality_of
+    from latentforge.models import build_model
+    from latentforge.train import TrainConfig, fit
+
+    splits = load_data("mnist")
+    train, test = splits.train.subset(np.arange(3000)), splits.test.subset(np.arange(600))
+    torch.manual_seed(0)
+    untrained = build_model("vae", input_shape=[1, 28, 28], arch="mlp", hidden=[200], latent_dim=10)
+    trained = build_model("vae", input_shape=[1, 28, 28], arch="mlp", hidden=[200], latent_dim=10)
+    fit(trained, train, None, TrainConfig(epochs=3, batch_size=64, progress=False))
+    q0 = sample_quality_of(untrained.eval(), test, n=600)
+    q1 = sample_quality_of(trained, test, n=600)
+    assert set(q1) >= {"fid", "kid", "kid_std", "precision", "recall", "density", "coverage", "quality_n"}
+    assert q1["quality_n"] == 600
+    assert 0 < q1["fid"] < q0["fid"]
+    assert q1["coverage"] > q0["coverage"]

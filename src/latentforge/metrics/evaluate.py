@@ -69,8 +69,26 @@ def _evaluate(model: nn.Module, test: Dataset, *, k: int, max_iwae: int | None, 
             out["psnr"] = float(np.mean(10 * np.log10(1.0 / np.maximum(per, 1e-10))))
         if ssim_i:
             out["ssim"] = float(np.mean(np.concatenate(ssim_i)))
+    if hasattr(model, "sample") and test.is_image and test.sample_shape == (1, 28, 28) \
+            and not getattr(model, "uses_labels", False):
+        out.update(sample_quality_of(model, test, device=device))
     if codes:
         from .representation import representation_scores
 
         out.update(representation_scores(np.concatenate(codes), np.asarray(test.y[:probe_n])))
     return out
+
+
+SAMPLE_QUALITY_N = 5000  # samples and test images compared; the feature net's floor is measured at this n too
+
+
+def sample_quality_of(model: nn.Module, test: Dataset, *, device="cpu", n: int = SAMPLE_QUALITY_N,
+                      seed: int = 0) -> dict[str, float]:
+    """FID, KID (± its standard error), precision/recall and density/coverage of ``n`` prior samples
+    against ``n`` test images, in the shipped MNIST feature net's space (28×28 grey images only)."""
+    from .sample_quality import sample_quality
+
+    n = min(n, len(test))
+    fake = torch.cat([model.sample(min(1000, n - i), seed=seed + i).cpu() for i in range(0, n, 1000)])
+    q = sample_quality(test.head(n), fake.clamp(0, 1).numpy())
+    return {**q, "quality_n": n}

@@ -1,0 +1,147 @@
+"""Sample-quality metrics against hand computations, limiting cases, and the shipped feature net."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import require_data
+from latentforge.errors import UserError
+from latentforge.metrics.sample_quality import (FEATURE_NET_SHA256, density_coverage, feature_net_path,
+                                                frechet_distance, image_features, kernel_inception_distance,
+                                                load_feature_net, precision_recall, reference_floors,
+                                                sample_quality)
+
+
+def gaussian(n: int, d: int = 16, *, seed: int = 0, shift: float = 0.0) -> np.ndarray:
+    """n draws from one correlated, well-conditioned Gaussian (the same for every seed), plus shift."""
+    mix = np.random.default_rng(123).normal(size=(d, d)) / np.sqrt(d) + np.eye(d)
+    return np.random.default_rng(seed).normal(size=(n, d)) @ mix + shift
+
+
+def test_fid_zero_on_itself_and_grows_with_noise() -> None:
+    a = gaussian(1000)
+    assert frechet_distance(a, a) < 1e-3
+    noise = np.random.default_rng(1).normal(size=a.shape)
+    fids = [frechet_distance(a, a + s * noise) for s in (0.05, 0.1, 0.3, 1.0, 3.0)]
+    assert all(x < y for x, y in zip(fids, fids[1:])), fids
+    assert fids[0] > 0
+
+
+def test_fid_1d_gaussians_by_hand() -> None:
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(1.0, 2.0, 500), rng.normal(-0.5, 0.7, 300)
+    want = (a.mean() - b.mean()) ** 2 + (a.std(ddof=1) - b.std(ddof=1)) ** 2
+    assert frechet_distance(a[:, None], b[:, None]) == pytest.approx(want, rel=1e-9)
+    assert frechet_distance(a, b) == pytest.approx(want, rel=1e-9)  # 1-D arrays are one feature
+
+
+def test_kid_by_hand_on_a_tiny_set() -> None:
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(5, 3)), rng.normal(size=(5, 3)) + 0.5
+    k = lambda u, v: (u @ v / 3 + 1) ** 3  # noqa: E731
+    m = 5
+    xx = sum(k(x[i], x[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    yy = sum(k(y[i], y[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    xy = sum(k(x[i], y[j]) for i in range(m) for j in range(m)) / m**2
+    mean, std = kernel_inception_distance(x, y, subsets=3, subset_size=100)
+    assert mean == pytest.approx(xx + yy - 2 * xy, rel=1e-9)
+    assert std == pytest.approx(0, abs=1e-9)  # every subset is the whole set
+
+
+def test_kid_zero_for_one_distribution_and_positive_for_two() -> None:
+    a, b = gaussian(600, seed=1), gaussian(600, seed=2)
+    mean, se = kernel_inception_distance(a, b, subsets=50, subset_size=200)
+    assert se > 0
+    assert abs(mean) < 2 * se, (mean, se)
+    mean, se = kernel_inception_distance(a, gaussian(600, seed=3, shift=1.0), subsets=50, subset_size=200)
+    assert mean > 5 * se > 0, (mean, se)
+
+
+def test_precision_recall_density_coverage_limits() -> None:
+    a = gaussian(400)
+    assert precision_recall(a, a, k=3) == (1.0, 1.0)
+    density, coverage = density_coverage(a, a, k=5)
+    # Each real ball holds its centre and its 5 neighbours (the 5th on the boundary, up to round-off).
+    assert 1.15 < density <= 6 / 5
+    assert coverage == 1.0
+    far = a + 100.0
+    assert precision_recall(a, far) == (0.0, 0.0)
+    assert density_coverage(a, far) == (0.0, 0.0)
+
+
+def test_mode_dropping_lowers_recall_and_coverage_not_precision() -> None:
+    rng = np.random.default_rng(0)
+    real = np.concatenate([rng.normal(size=(300, 4)), rng.normal(size=(300, 4)) + 20])
+    fake = rng.normal(size=(300, 4))  # only the first mode
+    precision, recall = precision_recall(real, fake)
+    density, coverage = density_coverage(real, fake)
+    assert precision > 0.9 and 0.3 < recall < 0.55
+    assert density > 0.7 and 0.3 < coverage < 0.55
+
+
+def test_bad_inputs_are_user_errors() -> None:
+    with pytest.raises(UserError, match="width"):
+        frechet_distance(np.zeros((5, 3)), np.zeros((5, 4)))
+    with pytest.raises(UserError, match="k=3"):
+        precision_recall(np.zeros((3, 2)), np.zeros((10, 2)))
+    with pytest.raises(UserError, match="28×28 grey"):
+        sample_quality(np.zeros((4, 32, 32)), np.zeros((4, 32, 32)))
+    with pytest.raises(UserError, match="28×28 grey"):
+        sample_quality(np.zeros((4, 3, 28, 28)), np.zeros((4, 3, 28, 28)))
+    with pytest.raises(UserError, match=r"\[0, 1\]"):
+        image_features(np.full((4, 28, 28), -1.0))
+
+
+def test_shipped_net_loads_and_hash_is_checked(tmp_path) -> None:
+    path = feature_net_path()
+    assert path.stat().st_size < 500_000
+    net = load_feature_net()
+    assert load_feature_net() is net  # cached
+    assert len(FEATURE_NET_SHA256) == 64
+    copy = tmp_path / "net.safetensors"
+    shutil.copyfile(path, copy)
+    assert load_feature_net(copy) is not net  # an explicit path is loaded (and checked) afresh
+    blob = bytearray(copy.read_bytes())
+    blob[-1] ^= 1  # one bit of one weight
+    copy.write_bytes(bytes(blob))
+    with pytest.raises(UserError, match="SHA-256"):
+        load_feature_net(copy)
+    with pytest.raises(UserError, match="cannot read"):
+        load_feature_net(tmp_path / "missing.safetensors")
+    f = image_features(np.random.default_rng(0).integers(0, 256, (3, 1, 28, 28), dtype=np.uint8))
+    assert f.shape == (3, 128) and np.isfinite(f).all()
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    require_data("mnist", "t10k-images-idx3-ubyte.gz")
+    from latentforge.data import load_data
+
+    return load_data("mnist")
+
+
+def test_mnist_test_images_score_far_better_than_noise(mnist) -> None:
+    rng = np.random.default_rng(0)
+    train = mnist.train.x[rng.choice(len(mnist.train.x), 1000, replace=False)]  # uint8 is accepted
+    test = mnist.test.x[:500]
+    noise = rng.random((500, 28, 28), dtype=np.float32)
+    real, fake = sample_quality(train, test), sample_quality(train, noise)
+    assert set(real) == {"fid", "kid", "kid_std", "precision", "recall", "density", "coverage"}
+    assert real["fid"] * 20 < fake["fid"], (real, fake)
+    assert real["kid"] * 20 < fake["kid"]
+    assert real["precision"] > 0.6 and real["recall"] > 0.6 and real["coverage"] > 0.6
+    assert fake["precision"] < 0.1 and fake["coverage"] < 0.1
+    # Noisier digits score worse, step by step.
+    f_train = image_features(train)
+    x = test.astype(np.float32) / 255
+    fids = [frechet_distance(f_train, image_features(np.clip(x + s * rng.normal(size=x.shape), 0, 1)))
+            for s in (0.1, 0.3, 0.6)]
+    assert real["fid"] < fids[0] < fids[1] < fids[2] < fake["fid"], fids
+
+
+def test_reference_floors(mnist) -> None:
+    floors = reference_floors(mnist.train.x, mnist.test.x, n=500)
+    assert 0 < floors["fid_floor"] * 20 < floors["fid_noise"], floors
