@@ -2,9 +2,9 @@
 
 Trains each model with the settings below through the same path as ``latentforge train``
 (run.train_run), then prints one row per model: test reconstruction MSE, PSNR, SSIM, the test
-loss, and the wall time; copies each run's sample grid to docs/images/zoo-<model>.png.
+loss, the sample quality (FID, precision, recall in the shipped MNIST feature space) and the wall time; copies each run's sample grid to docs/images/zoo-<model>.png.
 
-Usage: python benchmarks/bench_zoo.py [--epochs 5] [--models ae,dae,vae,vae-mlp,beta-vae,iwae,vqvae]
+Usage: python benchmarks/bench_zoo.py [--epochs 5] [--models ae,dae,vae,vae-mlp,beta-vae,cvae,iwae,vqvae]
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ SETTINGS = {  # name: (registered model, model flags) — documented in docs/res
     "vae": ("vae", {}),  # arch auto: conv on 28x28
     "vae-mlp": ("vae", {"arch": "mlp"}),  # the seed's 784-400-20 VAE
     "beta-vae": ("beta-vae", {"latent_dim": 10, "beta": 4.0}),
+    "cvae": ("cvae", {}),  # conditioned on the labels: samples.png has one row per digit
     "iwae": ("iwae", {"k": 5}),
     "vqvae": ("vqvae", {"n_codes": 128}),
 }
@@ -53,16 +54,18 @@ def main() -> None:
             m = json.loads((run / "metrics.json").read_text())
             t = m["test"]
             rows.append((name, model, flags, t.get("recon_mse"), t.get("psnr"), t.get("ssim"), t.get("loss"),
-                         m["train_seconds"], wall))
+                         t.get("fid"), t.get("precision"), t.get("recall"), m["train_seconds"], wall))
             for pic in ("samples.png", "reconstructions.png"):
                 if (run / pic).exists():
                     shutil.copy(run / pic, DOCS / f"zoo-{name}-{pic}")
     print(f"MNIST, {args.epochs} epochs, batch 128, Adam 1e-3, seed 0, {args.threads} threads")
-    print("| model | flags | recon MSE | PSNR dB | SSIM | test loss | train s | wall s |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
-    for name, model, flags, mse, psnr, ssim, loss, tr, wall in rows:
+    print("| model | flags | recon MSE | PSNR dB | SSIM | test loss | FID | precision | recall | train s | wall s |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    num = lambda v, f: "—" if v is None else format(v, f)  # noqa: E731
+    for name, model, flags, mse, psnr, ssim, loss, fid, prec, rec, tr, wall in rows:
         f = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in flags.items()) or "—"
-        print(f"| {name} | `{f}` | {mse:.4f} | {psnr:.2f} | {ssim:.3f} | {loss:.2f} | {tr:.0f} | {wall:.0f} |")
+        print(f"| {name} | `{f}` | {mse:.4f} | {psnr:.2f} | {ssim:.3f} | {loss:.2f} | {num(fid, '.1f')} | "
+              f"{num(prec, '.3f')} | {num(rec, '.3f')} | {tr:.0f} | {wall:.0f} |")
 
 
 if __name__ == "__main__":
