@@ -74,12 +74,15 @@ def main() -> None:
                 shutil.copy(out / name, args.images / f"{model}_mnist_{name.replace('gan_', '')}")
             hist = (out / "history.csv").read_text().splitlines()
             rows.append((model, args.epochs, m["train_seconds"], wall, net.steps, net.g_steps, m["test"]["loss"], div,
-                         hist[-1].split(",")[hist[0].split(",").index("train_collapse")], command(model, args.epochs)))
+                         hist[-1].split(",")[hist[0].split(",").index("train_collapse")], command(model, args.epochs),
+                         m["test"].get("fid", float("nan")), m["test"].get("precision", float("nan")),
+                         m["test"].get("recall", float("nan"))))
     print(f"torch {torch.__version__}, {args.threads} threads; data diversity (512 test images): {diversity(real):.3f}\n")
-    print("| model | epochs | train s | wall s | D steps | G steps | test D loss | sample diversity | collapse (last epoch) | command |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| model | epochs | train s | wall s | D steps | G steps | test D loss | sample diversity | collapse (last epoch) "
+          "| FID | precision | recall | command |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r[0]} | {r[1]} | {r[2]:.0f} | {r[3]:.0f} | {r[4]} | {r[5]} | {r[6]:.3f} | {r[7]:.3f} | {float(r[8]):.2f} | `{r[9]}` |")
+        print(f"| {r[0]} | {r[1]} | {r[2]:.0f} | {r[3]:.0f} | {r[4]} | {r[5]} | {r[6]:.3f} | {r[7]:.3f} | {float(r[8]):.2f} | {r[10]:.1f} | {r[11]:.3f} | {r[12]:.3f} | `{r[9]}` |")
 
 
 if __name__ == "__main__":

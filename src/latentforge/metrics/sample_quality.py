@@ -143,7 +143,7 @@ def _pair(real, fake, k: int) -> tuple[np.ndarray, np.ndarray]:
     return r, f
 
 
-def _chunked_sqdist(x: np.ndarray, y: np.ndarray, chunk: int = 1024):
+def _chunked_sqdist(x: np.ndarray, y: np.ndarray, chunk: int = 256):
     """Yield (start, squared distances of x[start:start+chunk] to all of y), in float64 so that a
     point's distance to its own copy is 0 up to round-off far below any k-NN radius."""
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
@@ -261,7 +261,7 @@ def _as_mnist_images(x, name: str) -> np.ndarray:
     return np.clip(x, 0, 1)
 
 
-def image_features(images, *, batch_size: int = 500, name: str = "images") -> np.ndarray:
+def image_features(images, *, batch_size: int = 100, name: str = "images") -> np.ndarray:
     """128-d FeatureNet features of 28×28 grey images, in float64."""
     x = _as_mnist_images(images, name)
     net = load_feature_net()
@@ -270,7 +270,7 @@ def image_features(images, *, batch_size: int = 500, name: str = "images") -> np
     return torch.cat(out).double().numpy()
 
 
-def sample_quality(real_images: np.ndarray, fake_images: np.ndarray, *, batch_size: int = 500) -> dict[str, float]:
+def sample_quality(real_images: np.ndarray, fake_images: np.ndarray, *, batch_size: int = 100) -> dict[str, float]:
     """FID, KID (± std), precision, recall, density and coverage of ``fake_images`` against
     ``real_images`` in the shipped MNIST feature space (28×28 grey images in [0,1] or uint8)."""
     real = image_features(real_images, batch_size=batch_size, name="real images")
