@@ -14,7 +14,7 @@ from .reconstruction import per_sample_mse, ssim_per_sample
 
 def evaluate_model(model: nn.Module, test: Dataset, *, k: int = 1000, max_iwae: int | None = None,
                    device: str | torch.device = "cpu", progress: bool = False, seed: int = 0,
-                   chunk: int = 1000) -> dict[str, float]:
+                   chunk: int = 250) -> dict[str, float]:
     """The ``test`` block of ``metrics.json``: loss, ELBO, IWAE NLL (k samples), recon MSE, PSNR, SSIM,
     and on labelled data the representation metrics of the codes (probe_acc, kmeans_acc, nmi, ari);
     for recommenders (interaction data) loss, Recall@20, Recall@50 and NDCG@100 instead.
