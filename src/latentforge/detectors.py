@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .checkpoint import CONFIG, load_tensors, read_json, save_tensors, write_json
-from .data import Dataset, from_array
+from .data import Dataset
 from .errors import UserError
 from .estimators import TRAIN_PARAMS, ModelEstimator, _not_fitted
 from .models import build_model
@@ -52,6 +52,41 @@ def auto_epochs(n: int, samples: int = 64_000) -> int:
 class Detector(ModelEstimator):
     """Shared fit/score/threshold logic; subclasses choose the model and list its hyperparameters."""
 
+    def _held_out(self, ds: Dataset, *, min_fit: int) -> tuple[np.ndarray, np.ndarray]:
+        """Check the threshold settings, then split row indices into (fit, held-out) by ``random_state``;
+        no held-out rows when fewer than ``min_fit`` would be left to fit on."""
+        parse_threshold(self.threshold, self.contamination)  # a bad threshold fails before training
+        if not 0 <= self.validation_fraction < 0.5:
+            raise UserError(f"validation_fraction must be in [0, 0.5), got {self.validation_fraction}")
+        seed = 0 if self.random_state is None else int(self.random_state)
+        perm = np.random.default_rng(seed).permutation(len(ds))
+        n_val = int(round(len(ds) * self.validation_fraction))
+        if len(ds) - n_val < min_fit:
+            n_val = 0
+        return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+    def _save_scores(self, directory: Path, info: dict) -> None:
+        save_tensors(directory / SCORES_FILE, {"train": torch.from_numpy(self.decision_scores_),
+                                               "validation": torch.from_numpy(self.validation_scores_)})
+        config = read_json(directory / CONFIG) if (directory / CONFIG).exists() else {}
+        config["detector"] = {"threshold": self.threshold_, "feature_names": self.feature_names_in_, **info}
+        write_json(directory / CONFIG, config)
+
+    def _load_scores(self, directory: Path) -> dict:
+        """Training/held-out scores and the threshold from a saved directory; returns its detector info."""
+        scores = load_tensors(directory / SCORES_FILE)
+        self.decision_scores_ = scores["train"].numpy()
+        self.validation_scores_ = scores["validation"].numpy()
+        config = read_json(directory / CONFIG)
+        info = config.get("detector", {})
+        self.feature_names_in_ = info.get("feature_names", config.get("data_info", {}).get("columns"))
+        if "threshold" in info:
+            self.threshold_ = float(info["threshold"])
+            self.labels_ = (self.decision_scores_ > self.threshold_).astype(np.int64)
+        else:  # a `latentforge train` run: its held-out scores are those of the test split
+            self.set_threshold(self.threshold, contamination=self.contamination)
+        return info
+
     def _model_kwargs(self, ds: Dataset) -> dict:
         kwargs = {k: v for k, v in self.get_params().items() if k not in DETECTOR_PARAMS and k != "kind"}
         for key in ("hidden", "channels"):
@@ -68,18 +103,12 @@ class Detector(ModelEstimator):
 
     def fit(self, X, y=None):
         """Fit on unlabeled X (``y`` is ignored, as in PyOD)."""
-        parse_threshold(self.threshold, self.contamination)  # a bad threshold fails before training
-        if not 0 <= self.validation_fraction < 0.5:
-            raise UserError(f"validation_fraction must be in [0, 0.5), got {self.validation_fraction}")
         ds = self._dataset(X)
         check_detector_input(ds)
+        fit_idx, val_idx = self._held_out(ds, min_fit=2)
         seed = 0 if self.random_state is None else int(self.random_state)
-        perm = np.random.default_rng(seed).permutation(len(ds))
-        n_val = int(round(len(ds) * self.validation_fraction))
-        if len(ds) - n_val < 2:
-            n_val = 0
-        train = ds.subset(np.sort(perm[n_val:])) if n_val else ds
-        val = ds.subset(np.sort(perm[:n_val])) if n_val else None
+        train = ds.subset(fit_idx) if len(val_idx) else ds
+        val = ds.subset(val_idx) if len(val_idx) else None
         torch.manual_seed(seed)
         try:
             model = build_model(self._model_name(), input_shape=list(ds.sample_shape), **self._model_kwargs(ds))
@@ -95,7 +124,7 @@ class Detector(ModelEstimator):
         self.n_features_in_ = int(np.prod(ds.sample_shape))
         self.feature_names_in_ = ds.meta.get("columns")
         self.decision_scores_ = self._scores(ds.floats())
-        self.validation_scores_ = self.decision_scores_[np.sort(perm[:n_val])] if n_val else np.zeros(0)
+        self.validation_scores_ = self.decision_scores_[val_idx]
         self.set_threshold(self.threshold, contamination=self.contamination)
         return self
 
@@ -127,27 +156,13 @@ class Detector(ModelEstimator):
 
     def save_pretrained(self, directory: str | Path) -> Path:
         directory = super().save_pretrained(directory)
-        save_tensors(directory / SCORES_FILE, {"train": torch.from_numpy(self.decision_scores_),
-                                               "validation": torch.from_numpy(self.validation_scores_)})
-        config = read_json(directory / CONFIG)
-        config["detector"] = {"threshold": self.threshold_, "feature_names": self.feature_names_in_}
-        write_json(directory / CONFIG, config)
+        self._save_scores(directory, {})
         return directory
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, *, device: str = "cpu"):
         est = super().from_pretrained(directory, device=device)
-        scores = load_tensors(Path(directory) / SCORES_FILE)
-        est.decision_scores_ = scores["train"].numpy()
-        est.validation_scores_ = scores["validation"].numpy()
-        config = read_json(Path(directory) / CONFIG)
-        info = config.get("detector", {})
-        est.feature_names_in_ = info.get("feature_names", config.get("data_info", {}).get("columns"))
-        if "threshold" in info:
-            est.threshold_ = float(info["threshold"])
-            est.labels_ = (est.decision_scores_ > est.threshold_).astype(np.int64)
-        else:  # a `latentforge train` run: its held-out scores are those of the test split
-            est.set_threshold(est.threshold, contamination=est.contamination)
+        est._load_scores(Path(directory))
         return est
 
 
@@ -251,19 +266,12 @@ class EnsembleDetector(Detector):
         return DETECTORS[name](**kw, random_state=seed, device=self.device, verbose=self.verbose)
 
     def fit(self, X, y=None):
-        parse_threshold(self.threshold, self.contamination)
-        if not 0 <= self.validation_fraction < 0.5:
-            raise UserError(f"validation_fraction must be in [0, 0.5), got {self.validation_fraction}")
         if self.n_per_member < 1 or not self.members:
             raise UserError("an ensemble needs at least one member and n_per_member >= 1")
         ds = self._dataset(X)
         check_detector_input(ds)
+        fit_idx, val_idx = self._held_out(ds, min_fit=4)
         seed = 0 if self.random_state is None else int(self.random_state)
-        perm = np.random.default_rng(seed).permutation(len(ds))
-        n_val = int(round(len(ds) * self.validation_fraction))
-        if len(ds) - n_val < 4:
-            n_val = 0
-        fit_idx, val_idx = np.sort(perm[n_val:]), np.sort(perm[:n_val])
         x = ds.x
         self.estimators_ = [self._make(name, seed + i).fit(x[fit_idx])
                             for name in self.members for i in range(self.n_per_member)]
@@ -286,12 +294,10 @@ class EnsembleDetector(Detector):
         directory = Path(directory)
         for i, est in enumerate(self.estimators_):
             est.save_pretrained(directory / f"member-{i}")
-        save_tensors(directory / SCORES_FILE, {"train": torch.from_numpy(self.decision_scores_),
-                                               "validation": torch.from_numpy(self.validation_scores_)})
         params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.get_params().items()}
-        write_json(directory / CONFIG, {"model": "ensemble", "estimator": params, "detector": {
-            "threshold": self.threshold_, "feature_names": self.feature_names_in_, "n_members": len(self.estimators_),
-            "member_classes": [type(e).__name__ for e in self.estimators_]}})
+        write_json(directory / CONFIG, {"model": "ensemble", "estimator": params})
+        self._save_scores(directory, {"n_members": len(self.estimators_),
+                                      "member_classes": [type(e).__name__ for e in self.estimators_]})
         return directory
 
     @classmethod
@@ -309,11 +315,7 @@ class EnsembleDetector(Detector):
         first = est.estimators_[0]
         est.model_, est.input_shape_, est.scale_ = first.model_, first.input_shape_, first.scale_
         est.n_features_in_ = first.n_features_in_
-        scores = load_tensors(directory / SCORES_FILE)
-        est.decision_scores_, est.validation_scores_ = scores["train"].numpy(), scores["validation"].numpy()
-        est.feature_names_in_ = info.get("feature_names")
-        est.threshold_ = float(info["threshold"])
-        est.labels_ = (est.decision_scores_ > est.threshold_).astype(np.int64)
+        est._load_scores(directory)
         return est
 
 

@@ -83,3 +83,14 @@ def conv_decoder(in_features: int, output_shape: Sequence[int], *, channels: Seq
 def default_arch(input_shape: Sequence[int]) -> str:
     """Convolutional stacks for images of at least 28×28, MLPs for everything else."""
     return "conv" if len(input_shape) == 3 and min(input_shape[1:]) >= 28 else "mlp"
+
+
+def resolve_arch(arch: str, input_shape: Sequence[int]) -> str:
+    """``auto`` → :func:`default_arch`; a ValueError for an unknown arch or conv on non-images."""
+    if arch == "auto":
+        arch = default_arch(input_shape)
+    if arch not in ("mlp", "conv"):
+        raise ValueError(f"unknown arch {arch!r}; use mlp, conv or auto")
+    if arch == "conv" and len(input_shape) != 3:
+        raise ValueError(f"arch conv needs images (channels, height, width); got samples of shape {list(input_shape)}")
+    return arch

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..nn import ACTIVATIONS, conv_decoder, conv_encoder, default_arch, mlp
+from ..nn import ACTIVATIONS, conv_decoder, conv_encoder, mlp, resolve_arch
 from .likelihoods import LIKELIHOODS, bernoulli_nll, cb_mean, cb_nll, gaussian_nll
 
 
@@ -23,12 +23,7 @@ class Body(nn.Module):
         """Create ``encoder`` (x → features) and ``decoder`` (code → flat outputs); return the feature size."""
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"unknown likelihood {likelihood!r}; use one of {', '.join(LIKELIHOODS)}")
-        if arch == "auto":
-            arch = default_arch(input_shape)
-        if arch not in ("mlp", "conv"):
-            raise ValueError(f"unknown arch {arch!r}; use mlp, conv or auto")
-        if arch == "conv" and len(input_shape) != 3:
-            raise ValueError(f"arch conv needs images (channels, height, width); got samples of shape {list(input_shape)}")
+        arch = resolve_arch(arch, input_shape)
         if any(h < 1 for h in hidden) or any(c < 1 for c in channels):
             raise ValueError("hidden sizes and channels must be positive")
         self.setup_io(input_shape=input_shape, likelihood=likelihood)

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..nn import default_arch
+from ..nn import resolve_arch
 from . import register
 from .body import feature_scaling
 
@@ -62,12 +62,7 @@ class DeepSVDD(nn.Module):
             raise ValueError(f"nu must be in (0, 1], got {nu}")
         if latent_dim < 1 or any(h < 1 for h in hidden) or any(c < 1 for c in channels):
             raise ValueError("latent_dim, hidden sizes and channels must be positive")
-        if arch == "auto":
-            arch = default_arch(input_shape)
-        if arch not in ("mlp", "conv"):
-            raise ValueError(f"unknown arch {arch!r}; use mlp, conv or auto")
-        if arch == "conv" and len(input_shape) != 3:
-            raise ValueError(f"arch conv needs images (channels, height, width); got samples of shape {list(input_shape)}")
+        arch = resolve_arch(arch, input_shape)
         self.config = dict(input_shape=list(input_shape), latent_dim=latent_dim, hidden=list(hidden), arch=arch,
                            channels=list(channels), objective=objective, nu=nu, eps=eps)
         self.input_shape = tuple(input_shape)

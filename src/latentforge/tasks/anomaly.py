@@ -131,6 +131,30 @@ def binary_labels(y: np.ndarray | None) -> np.ndarray | None:
     return y.astype(np.int64)
 
 
+def detection_metrics(labels: np.ndarray | None, scores: np.ndarray) -> dict:
+    """AUROC and average precision of ``scores`` when ``labels`` (from :func:`binary_labels`) exist."""
+    if labels is None:
+        return {}
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    return {"auroc": float(roc_auc_score(labels, scores)), "average_precision": float(average_precision_score(labels, scores))}
+
+
+def store_reference_scores(path, model: nn.Module, train, held, *, score: str, k: int,
+                           meta: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Scores of (a fixed subset of) the training data and of the held-out data, saved to ``path``."""
+    from ..checkpoint import save_tensors
+
+    kind = check_score(model, score)
+    rows = reference_rows(len(train))
+    train_scores = anomaly_scores(model, (train.subset(rows) if len(rows) < len(train) else train).floats(),
+                                  score=kind, k=k)
+    held_scores = anomaly_scores(model, held.floats(), score=kind, k=k)
+    save_tensors(path, {"train": torch.from_numpy(train_scores), "validation": torch.from_numpy(held_scores)},
+                 {"score": kind, "k": str(k), **(meta or {})})
+    return train_scores, held_scores
+
+
 def reference_rows(n: int, seed: int = 0) -> np.ndarray:
     if n <= MAX_REFERENCE:
         return np.arange(n)
@@ -144,24 +168,13 @@ def write_run_anomaly(run_dir, model: nn.Module, train, test, *, score: str = "a
     from pathlib import Path
 
     from .. import plots
-    from ..checkpoint import save_tensors
 
     run_dir = Path(run_dir)
-    rows = reference_rows(len(train))
-    train_scores = anomaly_scores(model, train.floats()[rows] if len(rows) < len(train) else train.floats(),
-                                  score=score, k=k)
-    test_scores = anomaly_scores(model, test.floats(), score=score, k=k)
+    train_scores, test_scores = store_reference_scores(run_dir / SCORES_FILE, model, train, test, score=score, k=k,
+                                                       meta={"threshold": str(threshold)})
     thr = threshold_from(threshold, train_scores, test_scores)
-    save_tensors(run_dir / SCORES_FILE, {"train": torch.from_numpy(train_scores),
-                                         "validation": torch.from_numpy(test_scores)},
-                 {"score": check_score(model, score), "threshold": str(threshold), "k": str(k)})
-    out = {"threshold": thr, "flagged": float((test_scores > thr).mean())}
     labels = binary_labels(test.y)
-    if labels is not None:
-        from sklearn.metrics import average_precision_score, roc_auc_score
-
-        out["auroc"] = float(roc_auc_score(labels, test_scores))
-        out["average_precision"] = float(average_precision_score(labels, test_scores))
+    out = {"threshold": thr, "flagged": float((test_scores > thr).mean()), **detection_metrics(labels, test_scores)}
     plots.save_score_histogram(train_scores, test_scores, thr, run_dir / "anomaly_scores.png", test_labels=labels,
                                rule=str(threshold))
     if test.is_image:
@@ -212,7 +225,7 @@ def reference_scores(run_dir, model: nn.Module, config: dict, *, score: str, k: 
 
     from safetensors import safe_open
 
-    from ..checkpoint import load_tensors, save_tensors
+    from ..checkpoint import load_tensors
     from ..data import load_data
 
     path = Path(run_dir) / SCORES_FILE
@@ -224,12 +237,7 @@ def reference_scores(run_dir, model: nn.Module, config: dict, *, score: str, k: 
             t = load_tensors(path)
             return t["train"].numpy(), t["validation"].numpy()
     splits = load_data(config["data"], **(config.get("data_options") or {}))
-    rows = reference_rows(len(splits.train))
-    train = anomaly_scores(model, splits.train.floats()[rows], score=kind, k=k)
-    held = anomaly_scores(model, splits.test.floats(), score=kind, k=k)
-    save_tensors(path, {"train": torch.from_numpy(train), "validation": torch.from_numpy(held)},
-                 {"score": kind, "k": str(k)})
-    return train, held
+    return store_reference_scores(path, model, splits.train, splits.test, score=kind, k=k)
 
 
 def score_run(run_dir, data: str, out, *, threshold: str | None = None, contamination: float | None = None,
@@ -261,10 +269,4 @@ def score_run(run_dir, data: str, out, *, threshold: str | None = None, contamin
     tmp.replace(out)
     result = {"n": len(ds), "flagged": int(flagged.sum()), "threshold": thr,
               "rule": threshold if contamination is None else f"contamination:{contamination}", "score": kind}
-    labels = binary_labels(ds.y)
-    if labels is not None:
-        from sklearn.metrics import average_precision_score, roc_auc_score
-
-        result["auroc"] = float(roc_auc_score(labels, scores))
-        result["average_precision"] = float(average_precision_score(labels, scores))
-    return result
+    return {**result, **detection_metrics(binary_labels(ds.y), scores)}
