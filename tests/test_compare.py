@@ -146,3 +146,17 @@ def test_bad_input_is_one_error_line(case, digits_run, tmp_path, capsys):
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
     assert not (tmp_path / "x.jpg").exists()
+
+
+def test_fids_from_different_feature_spaces_are_not_ranked(digits_run, ae_run, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(digits_run, a)
+    shutil.copytree(ae_run, b)
+    _edit_metrics(a, fid=10.0, quality_features="mnist-cnn")
+    _edit_metrics(b, fid=20.0, quality_features="mnist-cnn")
+    same = compare_runs([a, b])
+    assert same["best"]["fid"] == "a" and not any("feature spaces" in w for w in same["warnings"])
+    _edit_metrics(b, quality_features="inception")
+    mixed = compare_runs([a, b])
+    assert "fid" not in mixed["best"]
+    assert any("different feature spaces (inception, mnist-cnn)" in w for w in mixed["warnings"])

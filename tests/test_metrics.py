@@ -10,7 +10,7 @@ import torch
 
 from latentforge.data import load_data
 from latentforge.metrics import evaluate_model, mse, psnr, ssim
-from latentforge.metrics.reconstruction import per_sample_mse, ssim_per_sample
+from latentforge.metrics.reconstruction import bce, per_sample_bce, per_sample_mse, ssim_per_sample
 from latentforge.models import build_model
 
 
@@ -58,6 +58,48 @@ def test_ssim_identity_noise_and_symmetry() -> None:
     assert per.shape == (20,) and ssim(img, noisy) == pytest.approx(per.mean())
 
 
+def test_bce_by_hand() -> None:
+    x = np.array([[1.0, 0.0, 1.0, 0.5]])
+    p = np.array([[0.9, 0.2, 1.0, 0.5]])
+    by_hand = -(math.log(0.9) + math.log(0.8) + math.log(1 - 1e-7) + 0.5 * math.log(0.5) + 0.5 * math.log(0.5))
+    assert bce(x, p) == pytest.approx(by_hand, rel=1e-9)
+    # A confident wrong pixel is bounded (p clipped to 1e-7), not infinite.
+    assert bce(np.array([[1.0]]), np.array([[0.0]])) == pytest.approx(-math.log(1e-7))
+    rng = np.random.default_rng(0)
+    xb = (rng.random((50, 64)) < 0.3).astype(np.float32)
+    logits = torch.from_numpy(rng.normal(size=(50, 64)))
+    torch_bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.from_numpy(xb).double(),
+                                                                     reduction="none").sum(1).numpy()
+    np.testing.assert_allclose(per_sample_bce(xb, torch.sigmoid(logits).numpy(), chunk=7), torch_bce, rtol=1e-9)
+
+
+def ssim_by_formula(x: np.ndarray, y: np.ndarray, win: int = 7, data_range: float = 1.0) -> float:
+    """Wang et al. 2004, eq. 13, over every win×win window that fits (uniform weights, sample
+    variances with ddof 1, K1 = 0.01, K2 = 0.03), averaged over windows."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    wx, wy = sliding_window_view(x, (win, win)), sliding_window_view(y, (win, win))
+    n = win * win
+    mx, my = wx.mean((-1, -2)), wy.mean((-1, -2))
+    vx = ((wx - mx[..., None, None]) ** 2).sum((-1, -2)) / (n - 1)
+    vy = ((wy - my[..., None, None]) ** 2).sum((-1, -2)) / (n - 1)
+    cxy = ((wx - mx[..., None, None]) * (wy - my[..., None, None])).sum((-1, -2)) / (n - 1)
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    s = (2 * mx * my + c1) * (2 * cxy + c2) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+    return float(s.mean())
+
+
+def test_ssim_matches_the_reference_formula() -> None:
+    img = load_data("digits").test.floats()[:6].astype(np.float64)
+    rng = np.random.default_rng(0)
+    noisy = np.clip(img + rng.normal(0, 0.2, img.shape), 0, 1)
+    per = ssim_per_sample(img, noisy)
+    for i in range(len(img)):  # 8×8 digits: a 7×7 window
+        assert per[i] == pytest.approx(ssim_by_formula(img[i, 0], noisy[i, 0]), abs=1e-9)
+    a, b = rng.random((1, 1, 28, 28)), rng.random((1, 1, 28, 28))
+    assert ssim(a, b) == pytest.approx(ssim_by_formula(a[0, 0], b[0, 0]), abs=1e-9)
+
+
 def test_ssim_colour_and_larger_images() -> None:
     rng = np.random.default_rng(0)
     img = rng.random((3, 3, 28, 28))
@@ -78,12 +120,13 @@ def test_evaluate_model_keys_and_consistency(evaluated) -> None:
     state = torch.get_rng_state()
     out = evaluate_model(model, test, k=20, chunk=100)
     assert torch.equal(torch.get_rng_state(), state)  # the caller's RNG is untouched
-    assert {"loss", "elbo", "nll_iwae", "recon_mse", "psnr", "ssim"} <= set(out)
+    assert {"loss", "elbo", "nll_iwae", "recon_mse", "recon_bce", "psnr", "ssim"} <= set(out)
     assert out["iwae_k"] == 20 and out["iwae_n"] == len(test)
     with torch.no_grad():
         rec = model.reconstruct(torch.from_numpy(test.floats())).numpy()
     assert out["recon_mse"] == pytest.approx(mse(test.floats(), rec), rel=1e-6)
     assert out["psnr"] == pytest.approx(psnr(test.floats(), rec), rel=1e-6)
+    assert out["recon_bce"] == pytest.approx(bce(test.floats(), rec), rel=1e-6)
     assert out["ssim"] == pytest.approx(ssim(test.floats(), rec), rel=1e-6)
     assert out["nll_iwae"] < -out["elbo"] + 0.5
     again = evaluate_model(model, test, k=20, chunk=1000)  # deterministic terms do not depend on chunking

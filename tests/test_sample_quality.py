@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from conftest import require_data
+from conftest import lf, require_data
 from latentforge.errors import UserError
+from latentforge.metrics.extractors import resolve_features
 from latentforge.metrics.sample_quality import (FEATURE_NET_SHA256, density_coverage, feature_net_path,
                                                 frechet_distance, image_features, kernel_inception_distance,
                                                 load_feature_net, precision_recall, reference_floors,
@@ -87,7 +90,7 @@ def test_bad_inputs_are_user_errors() -> None:
         frechet_distance(np.zeros((5, 3)), np.zeros((5, 4)))
     with pytest.raises(UserError, match="k=3"):
         precision_recall(np.zeros((3, 2)), np.zeros((10, 2)))
-    with pytest.raises(UserError, match="28×28 grey"):
+    with pytest.raises(UserError, match="28×28 grey.*Inception"):
         sample_quality(np.zeros((4, 32, 32)), np.zeros((4, 32, 32)))
     with pytest.raises(UserError, match="28×28 grey"):
         sample_quality(np.zeros((4, 3, 28, 28)), np.zeros((4, 3, 28, 28)))
@@ -145,3 +148,74 @@ def test_mnist_test_images_score_far_better_than_noise(mnist) -> None:
 def test_reference_floors(mnist) -> None:
     floors = reference_floors(mnist.train.x, mnist.test.x, n=500)
     assert 0 < floors["fid_floor"] * 20 < floors["fid_noise"], floors
+
+
+class TinyFeatures(torch.nn.Module):
+    """Stands in for Inception: same call contract (uint8 (N, 3, H, W), return_features=True)."""
+
+    def forward(self, img: torch.Tensor, return_features: bool = False) -> torch.Tensor:
+        if img.dtype != torch.uint8 or img.shape[1] != 3:
+            raise ValueError("expected uint8 RGB")
+        x = img.float() / 255
+        pooled = torch.nn.functional.adaptive_avg_pool2d(x, 4).flatten(1)
+        return torch.cat([x.mean((2, 3)), x.std((2, 3)), pooled], 1)
+
+
+@pytest.fixture
+def tiny_net(tmp_path) -> Path:
+    path = tmp_path / "tiny.pt"
+    torch.jit.script(TinyFeatures()).save(str(path))
+    return path
+
+
+def test_torchscript_features_follow_the_inception_contract(tiny_net) -> None:
+    extractor = resolve_features(str(tiny_net))
+    assert extractor.name == "tiny"
+    rng = np.random.default_rng(0)
+    grey = rng.integers(0, 256, (7, 20, 20), dtype=np.uint8)
+    f = image_features(grey, extractor=extractor, batch_size=3)
+    by_hand = TinyFeatures()(torch.from_numpy(grey)[:, None].repeat(1, 3, 1, 1), True).double().numpy()
+    np.testing.assert_allclose(f, by_hand, rtol=1e-6)
+    # any image size and colour, which the shipped 28×28 net refuses
+    rgb = rng.random((40, 3, 32, 32), dtype=np.float32)
+    q_same = sample_quality(rgb, rgb, extractor=extractor)
+    q_dark = sample_quality(rgb, rgb * 0.5, extractor=extractor)
+    assert q_same["fid"] < 1e-6 < q_dark["fid"]
+    assert q_same["precision"] == 1.0 and q_dark["precision"] < 0.5
+    floors = reference_floors(rgb, rgb[::-1], n=40, extractor=extractor)
+    assert floors["fid_floor"] < 1e-6 < floors["fid_noise"]
+    with pytest.raises(UserError, match="1 or 3 channels"):
+        image_features(np.zeros((4, 2, 8, 8)), extractor=extractor)
+
+
+def test_inception_is_found_locally_or_explained(tiny_net, tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("LATENTFORGE_INCEPTION", raising=False)
+    monkeypatch.setenv("LATENTFORGE_DATA_DIR", str(tmp_path / "empty"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(UserError, match="inception-2015-12-05.pt.*never downloads"):
+        resolve_features("inception")
+    monkeypatch.setenv("LATENTFORGE_INCEPTION", str(tiny_net))
+    assert resolve_features("inception").name == "inception"
+    assert resolve_features("mnist") is None and resolve_features(None) is None
+    with pytest.raises(UserError, match="not found"):
+        resolve_features(str(tmp_path / "missing.pt"))
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a network")
+    with pytest.raises(UserError, match="not a TorchScript network"):
+        resolve_features(str(junk))
+
+
+def test_evaluate_cli_with_a_torchscript_feature_space(digits_run, tiny_net, tmp_path) -> None:
+    """8×8 digits get no sample quality in the shipped net's space, but do in any TorchScript one."""
+    import json
+
+    run = tmp_path / "run"
+    shutil.copytree(digits_run, run)
+    default = json.loads(lf("evaluate", str(run), "--k", "0", "--json").stdout)["test"]
+    assert "fid" not in default and "recon_bce" in default
+    r = lf("evaluate", str(run), "--k", "0", "--json", "--features", str(tiny_net))
+    assert r.returncode == 0, r.stderr
+    test = json.loads(r.stdout)["test"]
+    assert test["quality_features"] == "tiny" and test["fid"] > 0 and 0 <= test["coverage"] <= 1
+    r = lf("evaluate", str(run), "--features", str(tmp_path / "nope.pt"))
+    assert r.returncode == 2 and r.stderr.startswith("error: ") and "Traceback" not in r.stderr

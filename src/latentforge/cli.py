@@ -244,18 +244,23 @@ def evaluate(
     data: Optional[str] = typer.Option(None, "--data", help="Data name or path (default: the run's test set)."),
     k: int = typer.Option(1000, "--k", help="Importance samples for the IWAE NLL (0: skip it)."),
     json_out: bool = typer.Option(False, "--json", help="Print metrics.json's shape as JSON on stdout."),
+    features: str = typer.Option("mnist", "--features",
+                                 help="Feature space of FID/KID/precision/recall: mnist (the shipped net, 28×28 grey), "
+                                      "inception (your local inception-2015-12-05.pt), or a TorchScript file."),
 ) -> None:
-    """Evaluate a run on its test set (or --data): loss, ELBO, IWAE NLL, reconstruction metrics."""
+    """Evaluate a run on its test set (or --data): loss, ELBO, IWAE NLL, reconstruction, sample quality."""
     import json
 
     from .metrics import evaluate_model
+    from .metrics.extractors import resolve_features
     from .run import load_run, run_test_data, update_metrics
 
     if k < 0:
         raise UserError(f"--k must be 0 or more, got {k}")
+    extractor = resolve_features(features)
     model, config = load_run(run)
     ds = run_test_data(config, data)
-    test = evaluate_model(model, ds, k=k, progress=sys.stderr.isatty())
+    test = evaluate_model(model, ds, k=k, progress=sys.stderr.isatty(), features=extractor)
     if data is None or data == config["data"]:
         metrics = update_metrics(run, test)
     else:

@@ -19,7 +19,7 @@ MISSING = "—"
 
 # Which way is better. Metrics not listed (threshold, flagged, eval_users, …) describe a run
 # rather than rank it: shown, never marked.
-LOWER_IS_BETTER = frozenset({"loss", "nll_iwae", "recon_mse", "fid", "kid"})
+LOWER_IS_BETTER = frozenset({"loss", "nll_iwae", "recon_mse", "recon_bce", "fid", "kid"})
 HIGHER_IS_BETTER = frozenset({
     "elbo", "psnr", "ssim", "probe_acc", "kmeans_acc", "nmi", "ari", "auroc", "average_precision",
     "precision", "recall",
@@ -91,6 +91,9 @@ def _check_run(run_dir: Path) -> None:
                         f"run `latentforge evaluate {run_dir}` first")
 
 
+QUALITY_KEYS = ("fid", "kid", "kid_std", "precision", "recall", "density", "coverage")
+
+
 def _metric_order(names: set[str]) -> list[str]:
     known = [k for k in METRIC_HELP if k in names]
     return known + sorted(names - set(known))
@@ -144,6 +147,12 @@ def compare_runs(run_dirs: list[Path]) -> dict:
     best = {name: b for name in names if (b := _best(table[name], ways[name])) is not None}
     warnings = _warnings(runs)
     # "loss" is each model's own objective (−ELBO for a VAE, reconstruction error for an AE, …)
+    spaces = sorted({str(t["quality_features"]) for t in tests if "quality_features" in t})
+    if len(spaces) > 1:
+        warnings.append(f"sample quality was measured in different feature spaces ({', '.join(spaces)}): "
+                        "FID, KID, precision, recall, density and coverage are not comparable")
+        for name in QUALITY_KEYS:
+            best.pop(name, None)
     if len({r["model"] for r, t in zip(runs, tests) if "loss" in t}) > 1 and best.pop("loss", None):
         warnings.append("loss is each model's own training objective: no best run is marked across different models")
     return {"runs": runs, "metrics": table, "direction": ways, "best": best, "warnings": warnings}

@@ -31,6 +31,8 @@ METRIC_HELP = {
     "elbo": "evidence lower bound, nats per sample (higher is better)",
     "nll_iwae": "−log p(x) by importance sampling (IWAE bound), nats per sample (lower is better)",
     "recon_mse": "mean squared reconstruction error per value",
+    "recon_bce": "binary cross-entropy of reconstructions, nats per sample (on binarised data: the ELBO's "
+                 "reconstruction term)",
     "psnr": "peak signal-to-noise ratio of reconstructions, dB",
     "ssim": "structural similarity of reconstructions (1 = identical)",
     "probe_acc": "accuracy of a logistic regression on the codes (fixed 50/50 split of the test set)",
@@ -40,14 +42,15 @@ METRIC_HELP = {
     "recall@20": "share of a test user's held-out items in the top 20 (of at most 20), seen items excluded",
     "recall@50": "share of a test user's held-out items in the top 50 (of at most 50), seen items excluded",
     "ndcg@100": "normalised discounted cumulative gain of the top 100 (1 = held-out items ranked first)",
-    "fid": "Fréchet distance of samples to test images in the shipped MNIST feature net's space (lower is better; "
-           "test vs training images ≈ 3, noise ≈ 3000)",
+    "fid": "Fréchet distance of samples to test images in the feature space named by quality_features (lower is "
+           "better; in the shipped MNIST net's: test vs training images ≈ 3, noise ≈ 3000)",
     "kid": "kernel distance (unbiased MMD², cubic kernel) in the same space, lower is better",
     "kid_std": "standard error of the KID estimate",
     "precision": "share of samples inside the test images' k-NN manifold (fidelity)",
     "recall": "share of test images inside the samples' k-NN manifold (diversity)",
     "density": "how many test-image neighbourhoods hold each sample, on average (≈ 1 for matching distributions)",
     "coverage": "share of test images whose neighbourhood holds at least one sample",
+    "quality_features": "feature space of the sample-quality metrics: mnist-cnn (the shipped net) or inception",
     "quality_n": "samples (and test images) used for the sample-quality metrics",
     "auroc": "area under the ROC curve of the anomaly scores against the test labels (1 = anomalies ranked first)",
     "average_precision": "average precision of the anomaly scores against the test labels (anomalies = positives)",

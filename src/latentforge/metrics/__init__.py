@@ -2,6 +2,6 @@
 
 from .evaluate import evaluate_model
 from .likelihood import iwae_nll, mean_elbo
-from .reconstruction import mse, psnr, ssim
+from .reconstruction import bce, mse, psnr, ssim
 
-__all__ = ["evaluate_model", "iwae_nll", "mean_elbo", "mse", "psnr", "ssim"]
+__all__ = ["evaluate_model", "iwae_nll", "mean_elbo", "bce", "mse", "psnr", "ssim"]

@@ -9,26 +9,30 @@ from torch import nn
 from ..data import Dataset
 from ..train import evaluate_loss
 from .likelihood import iwae_nll
-from .reconstruction import per_sample_mse, ssim_per_sample
+from .reconstruction import per_sample_bce, per_sample_mse, ssim_per_sample
 
 
 def evaluate_model(model: nn.Module, test: Dataset, *, k: int = 1000, max_iwae: int | None = None,
                    device: str | torch.device = "cpu", progress: bool = False, seed: int = 0,
-                   chunk: int = 250) -> dict[str, float]:
-    """The ``test`` block of ``metrics.json``: loss, ELBO, IWAE NLL (k samples), recon MSE, PSNR, SSIM,
-    and on labelled data the representation metrics of the codes (probe_acc, kmeans_acc, nmi, ari);
+                   chunk: int = 250, features=None) -> dict[str, float]:
+    """The ``test`` block of ``metrics.json``: loss, ELBO, IWAE NLL (k samples), recon MSE, BCE, PSNR,
+    SSIM, sample quality (FID, KID, precision/recall, density/coverage) for generative image models, and
+    on labelled data the representation metrics of the codes (probe_acc, kmeans_acc, nmi, ari);
     for recommenders (interaction data) loss, Recall@20, Recall@50 and NDCG@100 instead.
 
     Streams the test set in chunks so memory stays flat. ``max_iwae`` evaluates the IWAE bound
-    on the first N test samples only (recorded as ``iwae_n``).
+    on the first N test samples only (recorded as ``iwae_n``). ``features`` is the feature space of
+    the sample-quality metrics: None for the shipped MNIST net (28×28 grey images only), or a
+    :class:`~latentforge.metrics.extractors.TorchScriptFeatures` (e.g. Inception) for any images.
     """
     with torch.random.fork_rng(), torch.no_grad():  # same numbers every time, caller's RNG untouched
         torch.manual_seed(seed)
-        return _evaluate(model, test, k=k, max_iwae=max_iwae, device=device, progress=progress, chunk=chunk)
+        return _evaluate(model, test, k=k, max_iwae=max_iwae, device=device, progress=progress, chunk=chunk,
+                         features=features)
 
 
 def _evaluate(model: nn.Module, test: Dataset, *, k: int, max_iwae: int | None, device, progress: bool,
-              chunk: int) -> dict[str, float]:
+              chunk: int, features) -> dict[str, float]:
     model.eval()
     out: dict[str, float] = {"loss": evaluate_loss(model, test, device=device)["loss"]}
     if "holdout" in test.meta:  # interactions: rank each test user's held-out items from their fold-in items
@@ -37,7 +41,7 @@ def _evaluate(model: nn.Module, test: Dataset, *, k: int, max_iwae: int | None, 
         return {**out, **evaluate_ranking(lambda x: model.scores(x).cpu().numpy(), test.x, test.meta["holdout"],
                                           batch_size=chunk)}
     n_iwae = len(test) if max_iwae is None else min(max_iwae, len(test))
-    elbo, nll, mse_i, ssim_i, codes = [], [], [], [], []
+    elbo, nll, mse_i, bce_i, ssim_i, codes = [], [], [], [], [], []
     probe_n = min(len(test), 10000)  # codes for the representation metrics
     image01 = test.is_image and test.in_unit_interval
     from tqdm.auto import tqdm
@@ -54,6 +58,8 @@ def _evaluate(model: nn.Module, test: Dataset, *, k: int, max_iwae: int | None, 
         if hasattr(model, "reconstruct"):
             rec = model.reconstruct(x).cpu().numpy()
             mse_i.append(per_sample_mse(xn, rec))
+            if test.in_unit_interval:
+                bce_i.append(per_sample_bce(xn, rec))
             if image01:
                 ssim_i.append(ssim_per_sample(xn, rec))
     if elbo:
@@ -65,13 +71,15 @@ def _evaluate(model: nn.Module, test: Dataset, *, k: int, max_iwae: int | None, 
     if mse_i:
         per = np.concatenate(mse_i)
         out["recon_mse"] = float(per.mean())
+        if bce_i:
+            out["recon_bce"] = float(np.concatenate(bce_i).mean())
         if test.in_unit_interval:
             out["psnr"] = float(np.mean(10 * np.log10(1.0 / np.maximum(per, 1e-10))))
         if ssim_i:
             out["ssim"] = float(np.mean(np.concatenate(ssim_i)))
-    if hasattr(model, "sample") and test.is_image and test.sample_shape == (1, 28, 28) \
-            and not getattr(model, "uses_labels", False):
-        out.update(sample_quality_of(model, test, device=device))
+    if hasattr(model, "sample") and test.is_image and not getattr(model, "uses_labels", False) and (
+            test.sample_shape == (1, 28, 28) if features is None else image01 and test.sample_shape[0] in (1, 3)):
+        out.update(sample_quality_of(model, test, device=device, features=features))
     if codes:
         from .representation import representation_scores
 
@@ -83,12 +91,13 @@ SAMPLE_QUALITY_N = 5000  # samples and test images compared; the feature net's f
 
 
 def sample_quality_of(model: nn.Module, test: Dataset, *, device="cpu", n: int = SAMPLE_QUALITY_N,
-                      seed: int = 0) -> dict[str, float]:
+                      seed: int = 0, features=None) -> dict[str, float]:
     """FID, KID (± its standard error), precision/recall and density/coverage of ``n`` prior samples
-    against ``n`` test images, in the shipped MNIST feature net's space (28×28 grey images only)."""
+    against ``n`` test images, in the shipped MNIST feature net's space (28×28 grey images only) or
+    ``features``' (e.g. Inception); ``quality_features`` names the space."""
     from .sample_quality import sample_quality
 
     n = min(n, len(test))
     fake = torch.cat([model.sample(min(1000, n - i), seed=seed + i).cpu() for i in range(0, n, 1000)])
-    q = sample_quality(test.head(n), fake.clamp(0, 1).numpy())
-    return {**q, "quality_n": n}
+    q = sample_quality(test.head(n), fake.clamp(0, 1).numpy(), extractor=features)
+    return {**q, "quality_n": n, "quality_features": "mnist-cnn" if features is None else features.name}

@@ -1,4 +1,4 @@
-"""Reconstruction metrics: MSE, PSNR and SSIM (scikit-image's implementation)."""
+"""Reconstruction metrics: MSE, BCE, PSNR and SSIM (scikit-image's implementation)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,33 @@ def per_sample_mse(x: np.ndarray, y: np.ndarray, chunk: int = 1024) -> np.ndarra
         d = x[i : i + chunk].astype(np.float64) - y[i : i + chunk]
         out[i : i + chunk] = np.einsum("ij,ij->i", d, d) / d.shape[1]
     return out
+
+
+BCE_EPS = 1e-7  # a reconstruction of exactly 0 or 1 costs at most −log(1e-7) ≈ 16.1 nats per value, not ∞
+
+
+def per_sample_bce(x: np.ndarray, p: np.ndarray, chunk: int = 1024) -> np.ndarray:
+    """Per-sample binary cross-entropy −Σ_j [x_j log p_j + (1−x_j) log(1−p_j)], summed over the values,
+    in nats, for targets x and reconstructions p in [0, 1] (p clipped to [1e-7, 1−1e-7]).
+
+    On binary x it is the Bernoulli reconstruction term of a VAE's ELBO; on grey levels it is the
+    cross-entropy that pytorch/examples' VAE minimises, not a normalised likelihood.
+    """
+    x = np.asarray(x).reshape(len(x), -1)
+    p = np.asarray(p).reshape(len(p), -1)
+    if x.shape != p.shape:
+        raise ValueError(f"shapes differ: {x.shape} vs {p.shape}")
+    out = np.empty(len(x))
+    for i in range(0, len(x), chunk):
+        xc = x[i : i + chunk].astype(np.float64)
+        pc = np.clip(p[i : i + chunk].astype(np.float64), BCE_EPS, 1 - BCE_EPS)
+        out[i : i + chunk] = -(xc * np.log(pc) + (1 - xc) * np.log1p(-pc)).sum(1)
+    return out
+
+
+def bce(x: np.ndarray, p: np.ndarray) -> float:
+    """Mean over samples of the per-sample binary cross-entropy (nats per sample)."""
+    return float(np.mean(per_sample_bce(x, p)))
 
 
 def mse(x: np.ndarray, y: np.ndarray) -> float:

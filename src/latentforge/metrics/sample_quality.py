@@ -2,7 +2,9 @@
 
 Features come from :class:`FeatureNet`, a small MNIST classifier shipped as
 ``latentforge/assets/mnist_features.safetensors`` (made by ``benchmarks/make_feature_net.py``).
-Its numbers are comparable between runs of this package, not with Inception-based FID/KID in papers.
+Its numbers are comparable between runs of this package, not with Inception-based FID/KID in papers;
+for those (and for images other than 28×28 grey) pass an ``extractor`` from :mod:`.extractors`
+(Inception-v3 from a local TorchScript file, never downloaded).
 For scale (10k MNIST test vs 10k train images, :func:`reference_floors`): FID 2.6, against 3004 for
 uniform noise; KID 11 ± 43 (noise: ~16000), precision 0.90, recall 0.88.
 """
@@ -237,16 +239,35 @@ def _load_checked(path: Path, expected: str) -> FeatureNet:
 
 def _as_mnist_images(x, name: str) -> np.ndarray:
     """(n,1,28,28) float32 in [0,1] from (n,28,28), (n,1,28,28) or (n,784); uint8 is divided by 255."""
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    x = np.asarray(x)
+    x = _as_array(x)
     if x.ndim == 2 and x.shape[1] == 28 * 28:
         x = x.reshape(-1, 28, 28)
     if x.ndim == 3:
         x = x[:, None]
     if x.ndim != 4 or x.shape[1:] != (1, 28, 28):
         raise UserError(f"{name}: images shaped {x.shape[1:]}, but the shipped feature net is for 28×28 grey "
-                        "images (n,28,28) or (n,1,28,28); sample-quality metrics are not available for this data")
+                        "images (n,28,28) or (n,1,28,28); for other images use Inception features "
+                        "(--features inception) or a TorchScript feature net of your own")
+    return _unit_floats(x, name)
+
+
+def _as_images(x, name: str) -> np.ndarray:
+    """(n,C,H,W) float32 in [0,1] with C = 1 or 3, from (n,H,W) or (n,C,H,W); uint8 is divided by 255."""
+    x = _as_array(x)
+    if x.ndim == 3:
+        x = x[:, None]
+    if x.ndim != 4 or x.shape[1] not in (1, 3):
+        raise UserError(f"{name}: expected images shaped (n,H,W) or (n,C,H,W) with 1 or 3 channels, got {x.shape}")
+    return _unit_floats(x, name)
+
+
+def _as_array(x) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _unit_floats(x: np.ndarray, name: str) -> np.ndarray:
     if len(x) < 2:
         raise UserError(f"{name}: need at least 2 images, got {len(x)}")
     if x.dtype == np.uint8:
@@ -261,8 +282,11 @@ def _as_mnist_images(x, name: str) -> np.ndarray:
     return np.clip(x, 0, 1)
 
 
-def image_features(images, *, batch_size: int = 100, name: str = "images") -> np.ndarray:
-    """128-d FeatureNet features of 28×28 grey images, in float64."""
+def image_features(images, *, batch_size: int = 100, name: str = "images", extractor=None) -> np.ndarray:
+    """Features of images, in float64: the shipped net's 128-d features of 28×28 grey images, or
+    ``extractor``'s (a :class:`~latentforge.metrics.extractors.TorchScriptFeatures`, e.g. Inception)."""
+    if extractor is not None:
+        return extractor(_as_images(images, name), batch_size=batch_size)
     x = _as_mnist_images(images, name)
     net = load_feature_net()
     with torch.inference_mode():
@@ -270,11 +294,13 @@ def image_features(images, *, batch_size: int = 100, name: str = "images") -> np
     return torch.cat(out).double().numpy()
 
 
-def sample_quality(real_images: np.ndarray, fake_images: np.ndarray, *, batch_size: int = 100) -> dict[str, float]:
+def sample_quality(real_images: np.ndarray, fake_images: np.ndarray, *, batch_size: int = 100,
+                   extractor=None) -> dict[str, float]:
     """FID, KID (± std), precision, recall, density and coverage of ``fake_images`` against
-    ``real_images`` in the shipped MNIST feature space (28×28 grey images in [0,1] or uint8)."""
-    real = image_features(real_images, batch_size=batch_size, name="real images")
-    fake = image_features(fake_images, batch_size=batch_size, name="fake images")
+    ``real_images`` in the shipped MNIST feature space (28×28 grey images in [0,1] or uint8), or in
+    ``extractor``'s (any 1- or 3-channel images)."""
+    real = image_features(real_images, batch_size=batch_size, name="real images", extractor=extractor)
+    fake = image_features(fake_images, batch_size=batch_size, name="fake images", extractor=extractor)
     kid, kid_std = kernel_inception_distance(real, fake)
     precision, recall = precision_recall(real, fake)
     density, coverage = density_coverage(real, fake)
@@ -283,15 +309,16 @@ def sample_quality(real_images: np.ndarray, fake_images: np.ndarray, *, batch_si
 
 
 def reference_floors(train_images: np.ndarray, test_images: np.ndarray, *, n: int = 10000,
-                     seed: int = 0) -> dict[str, float]:
+                     seed: int = 0, extractor=None) -> dict[str, float]:
     """Yardsticks for reading an FID: ``fid_floor`` = FID(n test images vs n training images), about
     the best a model can score with n samples; ``fid_noise`` = FID(n uniform-noise images vs the same
     training images)."""
     rng = np.random.default_rng(seed)
-    train = _as_mnist_images(train_images, "train images")
-    test = _as_mnist_images(test_images, "test images")
+    check = _as_mnist_images if extractor is None else _as_images
+    train = check(train_images, "train images")
+    test = check(test_images, "test images")
     train = train[rng.choice(len(train), min(n, len(train)), replace=False)]
     test = test[rng.choice(len(test), min(n, len(test)), replace=False)]
-    noise = rng.random((len(train), 1, 28, 28), dtype=np.float32)
-    f_train, f_test, f_noise = (image_features(x) for x in (train, test, noise))
+    noise = rng.random(train.shape, dtype=np.float32)
+    f_train, f_test, f_noise = (image_features(x, extractor=extractor) for x in (train, test, noise))
     return {"fid_floor": frechet_distance(f_test, f_train), "fid_noise": frechet_distance(f_noise, f_train)}
