@@ -47,6 +47,8 @@ CASES: dict[str, tuple[list[str], tuple[str, ...]]] = {
     "sample non-run": (["sample", "{d}/notrun", "-n", "4", "--out", "{d}/s.png"], ("not a latentforge run",)),
     "sample missing run": (["sample", "{d}/nothere", "-n", "4", "--out", "{d}/s.png"], ("no such run directory",)),
     "evaluate non-run": (["evaluate", "{d}/notrun"], ("not a latentforge run",)),
+    "evaluate iwae-n 0": (["evaluate", "{d}/notrun", "--iwae-n", "0"], ("--iwae-n",)),
+    "evaluate missing features": (["evaluate", "{d}/notrun", "--features", "{d}/none.pt"], ("none.pt", "not found")),
     "report non-run": (["report", "{d}/notrun"], ("not a latentforge run",)),
     "reconstruct non-run": (["reconstruct", "{d}/notrun", "--out", "{d}/r.png"], ("not a latentforge run",)),
     "out exists": (["train", "--epochs", "1", "--out", "{d}/full"], ("already exists", "--resume")),

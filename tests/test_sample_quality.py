@@ -211,8 +211,9 @@ def test_evaluate_cli_with_a_torchscript_feature_space(digits_run, tiny_net, tmp
 
     run = tmp_path / "run"
     shutil.copytree(digits_run, run)
-    default = json.loads(lf("evaluate", str(run), "--k", "0", "--json").stdout)["test"]
+    default = json.loads(lf("evaluate", str(run), "--k", "20", "--iwae-n", "30", "--json").stdout)["test"]
     assert "fid" not in default and "recon_bce" in default
+    assert default["iwae_n"] == 30 and default["iwae_k"] == 20
     r = lf("evaluate", str(run), "--k", "0", "--json", "--features", str(tiny_net))
     assert r.returncode == 0, r.stderr
     test = json.loads(r.stdout)["test"]
