@@ -5,17 +5,25 @@ from __future__ import annotations
 import numpy as np
 
 
-def per_sample_mse(x: np.ndarray, y: np.ndarray, chunk: int = 1024) -> np.ndarray:
-    """Per-sample mean squared error, in float64, a chunk of rows at a time (bounded memory)."""
+def _per_sample(x: np.ndarray, y: np.ndarray, chunk: int, rows) -> np.ndarray:
+    """``rows(x_chunk, y_chunk) -> per-row values`` over flattened float64 chunks (bounded memory)."""
     x = np.asarray(x).reshape(len(x), -1)
     y = np.asarray(y).reshape(len(y), -1)
     if x.shape != y.shape:
         raise ValueError(f"shapes differ: {x.shape} vs {y.shape}")
     out = np.empty(len(x))
     for i in range(0, len(x), chunk):
-        d = x[i : i + chunk].astype(np.float64) - y[i : i + chunk]
-        out[i : i + chunk] = np.einsum("ij,ij->i", d, d) / d.shape[1]
+        out[i : i + chunk] = rows(x[i : i + chunk].astype(np.float64), y[i : i + chunk].astype(np.float64))
     return out
+
+
+def per_sample_mse(x: np.ndarray, y: np.ndarray, chunk: int = 1024) -> np.ndarray:
+    """Per-sample mean squared error, in float64, a chunk of rows at a time (bounded memory)."""
+    def rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        d = a - b
+        return np.einsum("ij,ij->i", d, d) / d.shape[1]
+
+    return _per_sample(x, y, chunk, rows)
 
 
 BCE_EPS = 1e-7  # a reconstruction of exactly 0 or 1 costs at most −log(1e-7) ≈ 16.1 nats per value, not ∞
@@ -28,16 +36,11 @@ def per_sample_bce(x: np.ndarray, p: np.ndarray, chunk: int = 1024) -> np.ndarra
     On binary x it is the Bernoulli reconstruction term of a VAE's ELBO; on grey levels it is the
     cross-entropy that pytorch/examples' VAE minimises, not a normalised likelihood.
     """
-    x = np.asarray(x).reshape(len(x), -1)
-    p = np.asarray(p).reshape(len(p), -1)
-    if x.shape != p.shape:
-        raise ValueError(f"shapes differ: {x.shape} vs {p.shape}")
-    out = np.empty(len(x))
-    for i in range(0, len(x), chunk):
-        xc = x[i : i + chunk].astype(np.float64)
-        pc = np.clip(p[i : i + chunk].astype(np.float64), BCE_EPS, 1 - BCE_EPS)
-        out[i : i + chunk] = -(xc * np.log(pc) + (1 - xc) * np.log1p(-pc)).sum(1)
-    return out
+    def rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        b = np.clip(b, BCE_EPS, 1 - BCE_EPS)
+        return -(a * np.log(b) + (1 - a) * np.log1p(-b)).sum(1)
+
+    return _per_sample(x, p, chunk, rows)
 
 
 def bce(x: np.ndarray, p: np.ndarray) -> float:
