@@ -160,3 +160,14 @@ def test_fids_from_different_feature_spaces_are_not_ranked(digits_run, ae_run, t
     mixed = compare_runs([a, b])
     assert "fid" not in mixed["best"]
     assert any("different feature spaces (inception, mnist-cnn)" in w for w in mixed["warnings"])
+
+
+def test_runs_from_before_feature_spaces_count_as_the_mnist_net(digits_run, ae_run, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(digits_run, a)
+    shutil.copytree(ae_run, b)
+    _edit_metrics(a, fid=10.0)  # an older run: FID without quality_features
+    _edit_metrics(b, fid=20.0, quality_features="inception")
+    result = compare_runs([a, b])
+    assert "fid" not in result["best"]
+    assert any("different feature spaces (inception, mnist-cnn)" in w for w in result["warnings"])

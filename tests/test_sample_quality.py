@@ -170,7 +170,7 @@ def tiny_net(tmp_path) -> Path:
 
 def test_torchscript_features_follow_the_inception_contract(tiny_net) -> None:
     extractor = resolve_features(str(tiny_net))
-    assert extractor.name == "tiny"
+    assert extractor.name.startswith("tiny-") and len(extractor.name) == len("tiny-") + 8  # name + content hash
     rng = np.random.default_rng(0)
     grey = rng.integers(0, 256, (7, 20, 20), dtype=np.uint8)
     f = image_features(grey, extractor=extractor, batch_size=3)
@@ -217,6 +217,38 @@ def test_evaluate_cli_with_a_torchscript_feature_space(digits_run, tiny_net, tmp
     r = lf("evaluate", str(run), "--k", "0", "--json", "--features", str(tiny_net))
     assert r.returncode == 0, r.stderr
     test = json.loads(r.stdout)["test"]
-    assert test["quality_features"] == "tiny" and test["fid"] > 0 and 0 <= test["coverage"] <= 1
+    assert test["quality_features"].startswith("tiny-") and test["fid"] > 0 and 0 <= test["coverage"] <= 1
     r = lf("evaluate", str(run), "--features", str(tmp_path / "nope.pt"))
     assert r.returncode == 2 and r.stderr.startswith("error: ") and "Traceback" not in r.stderr
+
+
+class BrokenFeatures(torch.nn.Module):
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        return img.float().flatten(1) @ torch.ones(5, 2)  # wrong width for any real image
+
+
+def test_a_feature_net_that_fails_is_a_user_error(tmp_path) -> None:
+    path = tmp_path / "broken.pt"
+    torch.jit.script(BrokenFeatures()).save(str(path))
+    extractor = resolve_features(str(path))
+    with pytest.raises(UserError, match="broken.pt failed on images shaped"):
+        image_features(np.zeros((3, 1, 8, 8)), extractor=extractor)
+
+
+def test_nvidia_file_name_is_inception_however_reached(tiny_net, tmp_path) -> None:
+    named = tmp_path / "inception-2015-12-05.pt"
+    shutil.copyfile(tiny_net, named)
+    assert resolve_features(str(named)).name == "inception"
+
+
+def test_sample_quality_applies_only_where_it_can(tiny_net) -> None:
+    from latentforge.data import load_data
+    from latentforge.metrics.evaluate import quality_skip_reason
+    from latentforge.models import build_model
+
+    digits = load_data("digits").test
+    vae = build_model("vae", input_shape=[1, 8, 8], latent_dim=2, hidden=[8])
+    ae = build_model("ae", input_shape=[1, 8, 8], latent_dim=2, hidden=[8])
+    assert "28×28" in quality_skip_reason(vae, digits)  # the shipped net
+    assert quality_skip_reason(vae, digits, resolve_features(str(tiny_net))) is None
+    assert "samples" in quality_skip_reason(ae, digits, resolve_features(str(tiny_net)))  # an AE draws none

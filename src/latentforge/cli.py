@@ -254,6 +254,7 @@ def evaluate(
     import json
 
     from .metrics import evaluate_model
+    from .metrics.evaluate import quality_skip_reason
     from .metrics.extractors import resolve_features
     from .run import load_run, run_test_data, update_metrics
 
@@ -264,6 +265,9 @@ def evaluate(
     extractor = resolve_features(features)
     model, config = load_run(run)
     ds = run_test_data(config, data)
+    reason = quality_skip_reason(model, ds, extractor)
+    if features != "mnist" and reason:
+        raise UserError(f"--features {features}: no sample quality for this run, {reason}")
     test = evaluate_model(model, ds, k=k, max_iwae=iwae_n, progress=sys.stderr.isatty(), features=extractor)
     if data is None or data == config["data"]:
         metrics = update_metrics(run, test)

@@ -147,7 +147,8 @@ def compare_runs(run_dirs: list[Path]) -> dict:
     best = {name: b for name in names if (b := _best(table[name], ways[name])) is not None}
     warnings = _warnings(runs)
     # "loss" is each model's own objective (−ELBO for a VAE, reconstruction error for an AE, …)
-    spaces = sorted({str(t["quality_features"]) for t in tests if "quality_features" in t})
+    # runs from before quality_features was recorded used the shipped MNIST net
+    spaces = sorted({str(t.get("quality_features", "mnist-cnn")) for t in tests if "fid" in t})
     if len(spaces) > 1:
         warnings.append(f"sample quality was measured in different feature spaces ({', '.join(spaces)}): "
                         "FID, KID, precision, recall, density and coverage are not comparable")

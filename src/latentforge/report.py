@@ -31,8 +31,7 @@ METRIC_HELP = {
     "elbo": "evidence lower bound, nats per sample (higher is better)",
     "nll_iwae": "−log p(x) by importance sampling (IWAE bound), nats per sample (lower is better)",
     "recon_mse": "mean squared reconstruction error per value",
-    "recon_bce": "binary cross-entropy of reconstructions, nats per sample (on binarised data: the ELBO's "
-                 "reconstruction term)",
+    "recon_bce": "binary cross-entropy of the reconstructions (decoded at the posterior mean), nats per sample",
     "psnr": "peak signal-to-noise ratio of reconstructions, dB",
     "ssim": "structural similarity of reconstructions (1 = identical)",
     "probe_acc": "accuracy of a logistic regression on the codes (fixed 50/50 split of the test set)",

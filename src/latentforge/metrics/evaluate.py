@@ -40,6 +40,9 @@ def _evaluate(model: nn.Module, test: Dataset, *, k: int, max_iwae: int | None, 
 
         return {**out, **evaluate_ranking(lambda x: model.scores(x).cpu().numpy(), test.x, test.meta["holdout"],
                                           batch_size=chunk)}
+    quality = quality_skip_reason(model, test, features) is None
+    if quality and features is not None:  # a feature net that cannot run fails now, not after the IWAE pass
+        features(test.head(2))
     n_iwae = len(test) if max_iwae is None else min(max_iwae, len(test))
     elbo, nll, mse_i, bce_i, ssim_i, codes = [], [], [], [], [], []
     probe_n = min(len(test), 10000)  # codes for the representation metrics
@@ -77,14 +80,26 @@ def _evaluate(model: nn.Module, test: Dataset, *, k: int, max_iwae: int | None, 
             out["psnr"] = float(np.mean(10 * np.log10(1.0 / np.maximum(per, 1e-10))))
         if ssim_i:
             out["ssim"] = float(np.mean(np.concatenate(ssim_i)))
-    if hasattr(model, "sample") and test.is_image and not getattr(model, "uses_labels", False) and (
-            test.sample_shape == (1, 28, 28) if features is None else image01 and test.sample_shape[0] in (1, 3)):
+    if quality:
         out.update(sample_quality_of(model, test, device=device, features=features))
     if codes:
         from .representation import representation_scores
 
         out.update(representation_scores(np.concatenate(codes), np.asarray(test.y[:probe_n])))
     return out
+
+
+def quality_skip_reason(model: nn.Module, test: Dataset, features=None) -> str | None:
+    """Why sample quality does not apply to this model and data (None: it applies)."""
+    if not hasattr(model, "sample") or getattr(model, "uses_labels", False):
+        return "the model does not draw unconditional samples"
+    if not (test.is_image and test.in_unit_interval):
+        return "sample quality needs images with values in [0, 1]"
+    if features is None and test.sample_shape != (1, 28, 28):
+        return "the shipped feature net is for 28×28 grey images; use --features inception or a TorchScript net"
+    if test.sample_shape[0] not in (1, 3):
+        return f"feature networks take 1- or 3-channel images, these have {test.sample_shape[0]}"
+    return None
 
 
 SAMPLE_QUALITY_N = 5000  # samples and test images compared; the feature net's floor is measured at this n too

@@ -43,10 +43,13 @@ class TorchScriptFeatures:
         try:
             self.net = torch.jit.load(str(path), map_location=device).eval()
         except (RuntimeError, ValueError) as e:
-            raise UserError(f"{path} is not a TorchScript network ({str(e).splitlines()[0]}); save one with "
+            raise UserError(f"{path} is not a TorchScript network ({_first_line(e)}); save one with "
                             "torch.jit.script(net).save(path)") from None
         self.device = torch.device(device)
-        self.name = name or path.stem
+        self.path = path
+        if name is None:  # NVIDIA's file is "inception" however it is reached; other nets by name + content
+            name = "inception" if path.name == INCEPTION_FILE else f"{path.stem}-{_sha256(path)[:8]}"
+        self.name = name
         args = [a.name for a in self.net.forward.schema.arguments]
         self._kwargs = {"return_features": True} if "return_features" in args else {}
 
@@ -59,9 +62,29 @@ class TorchScriptFeatures:
             x = (x * 255).round_().clamp_(0, 255).to(torch.uint8)
             if x.shape[1] == 1:
                 x = x.repeat(1, 3, 1, 1)
-            f = self.net(x.to(self.device), **self._kwargs)
+            try:
+                f = self.net(x.to(self.device), **self._kwargs)
+            except Exception as e:  # TorchScript raises torch.jit.Error, which is no RuntimeError
+                raise UserError(f"feature network {self.path} failed on images shaped {tuple(x.shape)} "
+                                f"({_first_line(e)}); it must take uint8 (N, 3, H, W) images") from None
+            if not isinstance(f, torch.Tensor) or len(f) != len(x):
+                raise UserError(f"feature network {self.path} must return one feature row per image as a tensor")
             out.append(f.reshape(len(x), -1).double().cpu())
         return torch.cat(out).numpy()
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def find_inception() -> Path:
