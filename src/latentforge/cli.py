@@ -243,12 +243,10 @@ def evaluate(
     run: Path = typer.Argument(..., help="Run directory."),
     data: Optional[str] = typer.Option(None, "--data", help="Data name or path (default: the run's test set)."),
     k: int = typer.Option(1000, "--k", help="Importance samples for the IWAE NLL (0: skip it)."),
-    iwae_n: Optional[int] = typer.Option(None, "--iwae-n", help="IWAE NLL on the first N test samples only "
-                                         "(conv decoders on a CPU: k=1000 over 10,000 images takes ~25 min)."),
+    iwae_n: Optional[int] = typer.Option(None, "--iwae-n", help="IWAE NLL on the first N test samples only."),
     json_out: bool = typer.Option(False, "--json", help="Print metrics.json's shape as JSON on stdout."),
-    features: str = typer.Option("mnist", "--features",
-                                 help="Feature space of FID/KID/precision/recall: mnist (the shipped net, 28×28 grey), "
-                                      "inception (your local inception-2015-12-05.pt), or a TorchScript file."),
+    features: str = typer.Option("mnist", "--features", help="Feature space of FID/KID/P/R: mnist (the shipped "
+                                 "net, 28×28 grey), inception (your local inception-2015-12-05.pt) or a TorchScript file."),
 ) -> None:
     """Evaluate a run on its test set (or --data): loss, ELBO, IWAE NLL, reconstruction, sample quality."""
     import json
@@ -265,8 +263,7 @@ def evaluate(
     extractor = resolve_features(features)
     model, config = load_run(run)
     ds = run_test_data(config, data)
-    reason = quality_skip_reason(model, ds, extractor)
-    if features != "mnist" and reason:
+    if features != "mnist" and (reason := quality_skip_reason(model, ds, extractor)):
         raise UserError(f"--features {features}: no sample quality for this run, {reason}")
     test = evaluate_model(model, ds, k=k, max_iwae=iwae_n, progress=sys.stderr.isatty(), features=extractor)
     if data is None or data == config["data"]:
