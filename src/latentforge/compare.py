@@ -146,7 +146,6 @@ def compare_runs(run_dirs: list[Path]) -> dict:
     ways = {name: direction(name) for name in names}
     best = {name: b for name in names if (b := _best(table[name], ways[name])) is not None}
     warnings = _warnings(runs)
-    # "loss" is each model's own objective (−ELBO for a VAE, reconstruction error for an AE, …)
     # runs from before quality_features was recorded used the shipped MNIST net
     spaces = sorted({str(t.get("quality_features", "mnist-cnn")) for t in tests if "fid" in t})
     if len(spaces) > 1:
@@ -154,6 +153,7 @@ def compare_runs(run_dirs: list[Path]) -> dict:
                         "FID, KID, precision, recall, density and coverage are not comparable")
         for name in QUALITY_KEYS:
             best.pop(name, None)
+    # "loss" is each model's own objective (−ELBO for a VAE, reconstruction error for an AE, …)
     if len({r["model"] for r, t in zip(runs, tests) if "loss" in t}) > 1 and best.pop("loss", None):
         warnings.append("loss is each model's own training objective: no best run is marked across different models")
     return {"runs": runs, "metrics": table, "direction": ways, "best": best, "warnings": warnings}

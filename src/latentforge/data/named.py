@@ -80,7 +80,8 @@ def data_dirs() -> list[Path]:
     return dirs
 
 
-def _digest(path: Path, algo: str) -> str:
+def file_digest(path: Path, algo: str = "sha256") -> str:
+    """Hex digest of a file, read in 1 MB blocks."""
     h = hashlib.new(algo)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -115,7 +116,7 @@ def _download(f: RemoteFile, mirrors: tuple[str, ...], dest: Path, folder: str, 
                 dir=dest.parent, delete=False
             ) as tmp:
                 shutil.copyfileobj(r, tmp)
-            got = _digest(Path(tmp.name), algo)
+            got = file_digest(Path(tmp.name), algo)
             if got != want:
                 os.unlink(tmp.name)
                 last = f"{base}{f.name} has {algo} {got}, expected {want}"

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data.named import data_dirs, file_digest
 from ..errors import UserError
 
 INCEPTION_FILE = "inception-2015-12-05.pt"
@@ -48,7 +49,7 @@ class TorchScriptFeatures:
         self.device = torch.device(device)
         self.path = path
         if name is None:  # NVIDIA's file is "inception" however it is reached; other nets by name + content
-            name = "inception" if path.name == INCEPTION_FILE else f"{path.stem}-{_sha256(path)[:8]}"
+            name = "inception" if path.name == INCEPTION_FILE else f"{path.stem}-{file_digest(path)[:8]}"
         self.name = name
         args = [a.name for a in self.net.forward.schema.arguments]
         self._kwargs = {"return_features": True} if "return_features" in args else {}
@@ -77,24 +78,13 @@ def _first_line(e: BaseException) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def find_inception() -> Path:
     """The local Inception TorchScript file: $LATENTFORGE_INCEPTION, else ``inception-2015-12-05.pt`` in
-    $LATENTFORGE_DATA_DIR or ~/.cache/latentforge."""
+    the folders named data sets are searched in ($LATENTFORGE_DATA_DIR, then the cache)."""
     explicit = os.environ.get("LATENTFORGE_INCEPTION")
     if explicit:
         return Path(explicit)
-    places = [Path(d) for d in (os.environ.get("LATENTFORGE_DATA_DIR"),) if d]
-    places.append(Path.home() / ".cache" / "latentforge")
+    places = data_dirs()
     for place in places:
         if (place / INCEPTION_FILE).is_file():
             return place / INCEPTION_FILE
