@@ -97,11 +97,24 @@ def pyod(cls_path: str, scale: bool, **kw) -> Scorer:
     return score
 
 
+def pca_reconstruction(variance: float = 0.9) -> Scorer:
+    """Squared reconstruction error from the principal components that keep ``variance`` of the
+    training variance (scikit-learn's PCA on the inputs as given: raw grey levels for images)."""
+    def score(xtr, xte, seed):
+        from sklearn.decomposition import PCA
+
+        pca = PCA(n_components=variance, random_state=seed).fit(xtr)
+        return ((pca.inverse_transform(pca.transform(xte)) - xte) ** 2).sum(1)
+    return score
+
+
 PEERS: dict[str, Scorer] = {
     "IForest": pyod("pyod.models.iforest.IForest", True),
     "ECOD": pyod("pyod.models.ecod.ECOD", True),
     "OCSVM": pyod("pyod.models.ocsvm.OCSVM", True),
     "PCA": pyod("pyod.models.pca.PCA", True),
+    "PCA (unscaled)": pyod("pyod.models.pca.PCA", False, standardization=False),
+    "PCA recon error": pca_reconstruction(0.9),
     "PyOD AutoEncoder": pyod("pyod.models.auto_encoder.AutoEncoder", False, verbose=0),
     "PyOD VAE": pyod("pyod.models.vae.VAE", False, verbose=0),
     "PyOD DeepSVDD": pyod("pyod.models.deep_svdd.DeepSVDD", False, verbose=0),
@@ -183,7 +196,8 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    default = [*OURS, *PEERS] if args.task == "odds" else [*OURS, "PCA", "IForest", "PyOD AutoEncoder", "PyOD DeepSVDD"]
+    default = [*OURS, *PEERS] if args.task == "odds" else [*OURS, "PCA (unscaled)", "PCA recon error", "IForest",
+                                                                      "PyOD AutoEncoder", "PyOD DeepSVDD"]
     names = args.detectors.split(",") if args.detectors else default
     unknown = [n for n in names if n not in OURS and n not in PEERS]
     if unknown:

@@ -22,7 +22,7 @@ def svdd_run(tmp_path_factory):
     d = tmp_path_factory.mktemp("anomaly")
     _table(d / "train.csv", n_out=0)  # one-class: Deep SVDD is fitted on normal data
     _table(d / "new.csv", n=60, n_out=5, seed=1)
-    r = lf("train", "deep-svdd", "--data", str(d / "train.csv"), "--epochs", "10", "--out", str(d / "run"))
+    r = lf("train", "deep-svdd", "--data", str(d / "train.csv"), "--epochs", "10", "--pretrain", "3", "--out", str(d / "run"))
     assert r.returncode == 0, r.stderr
     return d
 
@@ -33,6 +33,7 @@ def test_train_writes_threshold_histogram_and_report(svdd_run) -> None:
 
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["model"] == "deep-svdd" and np.isfinite(metrics["test"]["threshold"])
+    assert json.loads((run / "config.json").read_text())["model_config"]["pretrain"] == 3  # --pretrain reached the model
     for name in ("model.safetensors", "config.json", "anomaly_scores.safetensors", "anomaly_scores.png", "report.html"):
         assert (run / name).exists(), name
     assert "Anomaly scores" in (run / "report.html").read_text()

@@ -91,8 +91,8 @@ def train(
     code_dim: Optional[int] = typer.Option(None, "--code-dim", help="vqvae: size of each codeword (default 32)."),
     commitment: Optional[float] = typer.Option(None, "--commitment", help="vqvae: commitment cost (default 0.25)."),
     objective: Optional[str] = typer.Option(None, "--objective", help="deep-svdd: one-class (default) or soft-boundary."),
-    nu: Optional[float] = typer.Option(None, "--nu", help="deep-svdd soft-boundary: share of training points allowed "
-                                       "outside the sphere (default 0.1)."),
+    nu: Optional[float] = typer.Option(None, "--nu", help="deep-svdd soft-boundary: share allowed outside (default 0.1)."),
+    pretrain: Optional[int] = typer.Option(None, "--pretrain", help="deep-svdd: epochs of autoencoder pretraining (0)."),
     eval_k: int = typer.Option(100, "--eval-k", help="Importance samples for the IWAE NLL in metrics.json (0: skip)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (auto picks CUDA when present)."),
     compile: str = typer.Option("auto", "--compile", help="torch.compile the loss: auto, on or off."),
@@ -138,7 +138,7 @@ def train(
               "noise": noise, "k": k, "kl_warmup": kl_warmup, "capacity": capacity, "capacity_steps": capacity_steps,
               "d_steps": d_steps, "lr_d": lr_d, "spectral_norm": spectral_norm, "ema": ema, "gp_weight": gp_weight,
               "beta_cap": beta_cap, "anneal_steps": anneal_steps, "dropout": dropout, "l2": l2,
-              "objective": objective, "nu": nu}
+              "objective": objective, "nu": nu, "pretrain": pretrain}
     data_options = {"min_rating": min_rating, "user_col": user_col, "item_col": item_col, "rating_col": rating_col}
     run_dir = train_run(model, data, cfg, model_kwargs=kwargs, out=out, resume=resume, eval_k=eval_k,
                         data_options=data_options)

@@ -8,6 +8,10 @@ at initialisation, with near-zero coordinates pushed to ±eps, and is not traine
 Objectives: ``"one-class"`` minimises the mean squared distance; ``"soft-boundary"`` minimises
 R² + 1/ν · mean(max(0, ‖φ(x) − c‖² − R²)), where the radius R is set after each epoch (from the
 second on) to the (1 − ν)-quantile of the training distances, as in the paper.
+
+``pretrain=N`` first trains φ for N epochs as the encoder of an autoencoder (a mirrored decoder,
+mean squared error, thrown away afterwards) and takes c from the pretrained φ, as the paper does
+for its image experiments; 0 starts from the random initialisation.
 """
 
 from __future__ import annotations
@@ -46,6 +50,26 @@ def _bias_free_conv(input_shape: Sequence[int], latent_dim: int, channels: Seque
     return nn.Sequential(*layers)
 
 
+def _mirror_decoder(net: nn.Sequential, input_shape: Sequence[int], latent_dim: int, arch: str) -> nn.Module:
+    """A decoder that mirrors φ (used only while pretraining): MLP sizes reversed, or a linear layer
+    back to the last feature map followed by upsample → 5×5 conv → batch norm → leaky ReLU blocks."""
+    if arch == "mlp":
+        sizes = [m.in_features for m in net if isinstance(m, nn.Linear)]
+        return _bias_free_mlp([latent_dim, *reversed(sizes)])
+    convs = [m for m in net if isinstance(m, nn.Conv2d)]
+    shapes = [tuple(input_shape[1:])]
+    for _ in convs:
+        shapes.append((shapes[-1][0] // 2, shapes[-1][1] // 2))
+    c_last = convs[-1].out_channels
+    layers: list[nn.Module] = [nn.Linear(latent_dim, c_last * shapes[-1][0] * shapes[-1][1], bias=False),
+                               nn.Unflatten(1, (c_last, *shapes[-1])), nn.LeakyReLU(0.1)]
+    for conv, size in zip(reversed(convs), reversed(shapes[:-1])):
+        layers += [nn.Upsample(size=size), nn.Conv2d(conv.out_channels, conv.in_channels, 5, padding=2, bias=False)]
+        if conv is not convs[0]:
+            layers += [nn.BatchNorm2d(conv.in_channels, eps=1e-4, affine=False), nn.LeakyReLU(0.1)]
+    return nn.Sequential(*layers, nn.Sigmoid())
+
+
 @register("deep-svdd")
 class DeepSVDD(nn.Module):
     """One-class Deep SVDD on tables (standardised inside, statistics stored) or images."""
@@ -54,17 +78,22 @@ class DeepSVDD(nn.Module):
 
     def __init__(self, *, input_shape: Sequence[int], latent_dim: int = 32, hidden: Sequence[int] = (128, 64),
                  arch: str = "auto", channels: Sequence[int] = (8, 4), objective: str = "one-class",
-                 nu: float = 0.1, eps: float = 0.1) -> None:
+                 nu: float = 0.1, eps: float = 0.1, pretrain: int = 0, pretrain_lr: float = 1e-3,
+                 pretrain_batch_size: int = 128) -> None:
         super().__init__()
         if objective not in OBJECTIVES:
             raise ValueError(f"unknown objective {objective!r}; use one-class or soft-boundary")
         if not 0 < nu <= 1:
             raise ValueError(f"nu must be in (0, 1], got {nu}")
+        if pretrain < 0:
+            raise ValueError(f"pretrain must be 0 or more epochs, got {pretrain}")
         if latent_dim < 1 or any(h < 1 for h in hidden) or any(c < 1 for c in channels):
             raise ValueError("latent_dim, hidden sizes and channels must be positive")
         arch = resolve_arch(arch, input_shape)
         self.config = dict(input_shape=list(input_shape), latent_dim=latent_dim, hidden=list(hidden), arch=arch,
-                           channels=list(channels), objective=objective, nu=nu, eps=eps)
+                           channels=list(channels), objective=objective, nu=nu, eps=eps, pretrain=pretrain,
+                           pretrain_lr=pretrain_lr, pretrain_batch_size=pretrain_batch_size)
+        self.pretrain, self.pretrain_lr, self.pretrain_batch_size = pretrain, pretrain_lr, pretrain_batch_size
         self.input_shape = tuple(input_shape)
         self.arch, self.objective, self.nu, self.eps = arch, objective, nu, eps
         d = math.prod(input_shape)
@@ -87,13 +116,43 @@ class DeepSVDD(nn.Module):
     def distance(self, x: torch.Tensor) -> torch.Tensor:
         return (self.embed(x) - self.center).pow(2).sum(1)
 
-    @torch.no_grad()
     def prepare(self, data) -> None:
-        """Standardisation statistics (tables) and the centre c from the untrained network."""
+        """Standardisation statistics (tables), autoencoder pretraining (``pretrain`` epochs) and the
+        centre c from the network as it starts the one-class training."""
         if self.arch == "mlp":
             shift, scale = feature_scaling(data.floats().reshape(len(data), -1))
             self.x_shift.copy_(shift)
             self.x_scale.copy_(scale)
+        if self.pretrain > 0:
+            self.pretrain_losses = self._pretrain(data)
+        self._set_center(data)
+
+    def _pretrain(self, data) -> list[float]:
+        """φ as the encoder of an autoencoder: Adam on the mean squared reconstruction error of the
+        (standardised) input; the decoder is discarded afterwards. Batches are drawn with torch's
+        global generator, which the trainer has seeded. Returns the mean loss of each epoch."""
+        device = self.center.device
+        decoder = _mirror_decoder(self.net, self.input_shape, self.center.numel(), self.arch).to(device)
+        params = [*self.net.parameters(), *decoder.parameters()]
+        opt = torch.optim.Adam(params, lr=self.pretrain_lr)
+        x_all = data.tensor()
+        losses = []
+        for _ in range(self.pretrain):
+            total = torch.zeros((), device=device)
+            for idx in torch.randperm(len(data)).split(self.pretrain_batch_size):
+                xb = data.to_float(x_all[idx]).to(device)
+                target = ((xb.flatten(1) - self.x_shift) / self.x_scale if self.arch == "mlp"
+                          else xb.view(-1, *self.input_shape))
+                loss = (decoder(self.embed(xb)).view_as(target) - target).square().mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += loss.detach() * len(idx)
+            losses.append(float(total) / len(data))
+        return losses
+
+    @torch.no_grad()
+    def _set_center(self, data) -> None:
         was = self.training
         self.eval()  # batch-norm statistics are not touched while c is computed
         total = torch.zeros_like(self.center, dtype=torch.float64)
