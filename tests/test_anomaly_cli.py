@@ -112,3 +112,25 @@ def test_cli_run_loads_as_a_detector(svdd_run) -> None:
     x = pd.read_csv(svdd_run / "new.csv").to_numpy(dtype=np.float32)
     s = det.decision_function(x)
     assert s[:5].min() > np.median(s[5:]) and np.isfinite(det.threshold_)
+
+
+def test_vae_detector_with_robust_scaling_and_trimming_from_the_cli(tmp_path, capsys) -> None:
+    """`train vae --scaling robust --trim 0.2` on a table that holds its own anomalies, then `score`."""
+    _table(tmp_path / "train.csv", n=400, n_out=20)  # 5 % of the training rows are the shifted ones
+    _table(tmp_path / "new.csv", n=60, n_out=5, seed=1)
+    run = tmp_path / "run"
+    r = lf("train", "vae", "--data", str(tmp_path / "train.csv"), "--epochs", "30", "--likelihood", "gaussian",
+           "--latent-dim", "2", "--hidden", "16", "--scaling", "robust", "--trim", "0.2", "--out", str(run))
+    assert r.returncode == 0, r.stderr
+    import json
+
+    config = json.loads((run / "config.json").read_text())["model_config"]
+    assert config["scaling"] == "robust" and config["trim"] == 0.2
+    out = tmp_path / "scores.csv"
+    assert main(["score", str(run), "--data", str(tmp_path / "new.csv"), "--out", str(out)]) in (0, None)
+    df = pd.read_csv(out)
+    assert df["score"].iloc[:5].min() > df["score"].iloc[5:].max()  # the five shifted rows score highest
+    assert "scaling" in _error(["train", "vae", "--data", str(tmp_path / "train.csv"), "--scaling", "minmax",
+                                "--out", str(tmp_path / "bad")], capsys)
+    assert "trim" in _error(["train", "deep-svdd", "--data", str(tmp_path / "train.csv"), "--trim", "0.1",
+                             "--out", str(tmp_path / "bad2")], capsys)

@@ -6,6 +6,7 @@ Errors a user causes print one ``error: …`` line on stderr and exit with code 
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -93,6 +94,8 @@ def train(
     objective: Optional[str] = typer.Option(None, "--objective", help="deep-svdd: one-class (default) or soft-boundary."),
     nu: Optional[float] = typer.Option(None, "--nu", help="deep-svdd soft-boundary: share allowed outside (default 0.1)."),
     pretrain: Optional[int] = typer.Option(None, "--pretrain", help="deep-svdd: epochs of autoencoder pretraining (0)."),
+    scaling: Optional[str] = typer.Option(None, "--scaling", help="Tables: standard (mean/std) or robust (median/IQR, asinh)."),
+    trim: Optional[float] = typer.Option(None, "--trim", help="ae, dae, vae: drop this share of worst-fit rows per batch."),
     eval_k: int = typer.Option(100, "--eval-k", help="Importance samples for the IWAE NLL in metrics.json (0: skip)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (auto picks CUDA when present)."),
     compile: str = typer.Option("auto", "--compile", help="torch.compile the loss: auto, on or off."),
@@ -138,21 +141,20 @@ def train(
               "noise": noise, "k": k, "kl_warmup": kl_warmup, "capacity": capacity, "capacity_steps": capacity_steps,
               "d_steps": d_steps, "lr_d": lr_d, "spectral_norm": spectral_norm, "ema": ema, "gp_weight": gp_weight,
               "beta_cap": beta_cap, "anneal_steps": anneal_steps, "dropout": dropout, "l2": l2,
-              "objective": objective, "nu": nu, "pretrain": pretrain}
+              "objective": objective, "nu": nu, "pretrain": pretrain,
+              "scaling": scaling, "trim": trim}
     data_options = {"min_rating": min_rating, "user_col": user_col, "item_col": item_col, "rating_col": rating_col}
     run_dir = train_run(model, data, cfg, model_kwargs=kwargs, out=out, resume=resume, eval_k=eval_k,
                         data_options=data_options)
     _print_metrics(run_dir)
     typer.echo(f"run directory: {run_dir}")
     typer.echo(f"report: {run_dir / 'report.html'}")
-    import json
 
     if json.loads((run_dir / "metrics.json").read_text()).get("interrupted"):
         raise typer.Exit(130)  # Ctrl-C: everything is saved, but the run is not complete
 
 
 def _print_metrics(run_dir: Path) -> None:
-    import json
 
     m = json.loads((run_dir / "metrics.json").read_text())
     shown = ", ".join(f"{k} {v:.4g}" for k, v in m.get("test", {}).items() if isinstance(v, float))
@@ -249,7 +251,6 @@ def evaluate(
                                  "net, 28×28 grey), inception (your local inception-2015-12-05.pt) or a TorchScript file."),
 ) -> None:
     """Evaluate a run on its test set (or --data): loss, ELBO, IWAE NLL, reconstruction, sample quality."""
-    import json
 
     from .metrics import evaluate_model
     from .metrics.evaluate import quality_skip_reason
@@ -328,7 +329,6 @@ def recommend(
     json_out: bool = typer.Option(False, "--json", help="Print [{rank, item, score}, …] as JSON."),
 ) -> None:
     """Top items for a known user (--user) or a new user's history (--history), never items they already have."""
-    import json
 
     from .tasks.recommend import Recommender, read_history
 

@@ -206,10 +206,17 @@ class DeepSVDD(Detector):
 class AEDetector(Detector):
     """Autoencoder-family detector: ``kind`` ae, dae or vae; ``score`` recon (AE/DAE/VAE), elbo or
     iwae (VAE; ``auto``: elbo for a VAE, recon otherwise). ``latent_dim=None``: a quarter of a table's
-    width, 32 for images. ``epochs=None``: about 64,000 samples seen (see :func:`auto_epochs`)."""
+    width, 32 for images. ``epochs=None``: about 64,000 samples seen (see :func:`auto_epochs`).
+
+    Made for training data that contain anomalies: tables are scaled robustly (``scaling="robust"``:
+    median, IQR and asinh, so a few extreme rows do not squeeze the rest) and the 20 % least likely
+    rows of each batch are left out of the training loss (``trim=0.2``). ``scaling="standard",
+    trim=0`` is the plain model (docs/results.md compares them on the ODDS tables).
+    """
 
     def __init__(self, kind: str = "vae", latent_dim: int | None = None, hidden: Sequence[int] = (64,),
-                 arch: str = "auto", likelihood: str = "auto", contamination: float | None = None,
+                 arch: str = "auto", likelihood: str = "auto", scaling: str = "robust", trim: float = 0.2,
+                 contamination: float | None = None,
                  threshold: str | None = "fpr:0.01", validation_fraction: float = 0.1, patience: int | None = 10,
                  score: str = "auto", epochs: int | None = None, batch_size: int = 64, lr: float = 1e-3,
                  random_state: int | None = None, device: str = "auto", verbose: bool = False) -> None:
@@ -218,6 +225,8 @@ class AEDetector(Detector):
         self.hidden = hidden
         self.arch = arch
         self.likelihood = likelihood
+        self.scaling = scaling
+        self.trim = trim
         self.contamination = contamination
         self.threshold = threshold
         self.validation_fraction = validation_fraction

@@ -203,7 +203,7 @@ def finish_run(run_dir: Path, model: nn.Module, splits: Splits, result: TrainRes
 def write_pictures(run_dir: Path, model: nn.Module, test: Dataset, history: list[dict], *, seed: int = 0) -> None:
     """samples.png, reconstructions.png, curves.png, latent_map.png and traversals.png, as the model allows."""
     model = model.cpu().eval()
-    if hasattr(model, "sample"):
+    if hasattr(model, "sample") and test.is_image:  # a table's samples are rows, not a picture
         if getattr(model, "uses_labels", False):  # a row of 8 per class
             rows = [model.sample(8, label=c, seed=seed + c) for c in range(model.n_classes)]
             plots.save_image(plots.image_grid(torch.cat(rows).numpy(), nrow=8), run_dir / "samples.png")

@@ -43,15 +43,16 @@ class AutoEncoder(Body):
 
     def __init__(self, *, input_shape: Sequence[int], latent_dim: int = 20, hidden: Sequence[int] = (400,),
                  likelihood: str = "bernoulli", activation: str = "relu", arch: str = "auto",
-                 channels: Sequence[int] = (32, 64)) -> None:
+                 channels: Sequence[int] = (32, 64), scaling: str = "standard", trim: float = 0.0) -> None:
         super().__init__()
         if latent_dim < 1:
             raise ValueError("latent_dim must be positive")
         self.config = dict(input_shape=list(input_shape), latent_dim=latent_dim, hidden=list(hidden),
-                           likelihood=likelihood, activation=activation, arch=arch, channels=list(channels))
+                           likelihood=likelihood, activation=activation, arch=arch, channels=list(channels),
+                           scaling=scaling, trim=trim)
         self.latent_dim = latent_dim
         feat = self.build(input_shape=input_shape, likelihood=likelihood, arch=arch, hidden=hidden,
-                          channels=channels, activation=activation, decoder_in=latent_dim)
+                          channels=channels, activation=activation, decoder_in=latent_dim, scaling=scaling, trim=trim)
         self.config["arch"] = self.arch
         self.to_code = nn.Linear(feat, latent_dim)
 
@@ -71,7 +72,7 @@ class AutoEncoder(Body):
     def loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         x = x.flatten(1)
         rec = self.recon_nll(self.decoder_out(self.encode(self._input(x))[0]), x)
-        return {"loss": rec.mean()}
+        return {"loss": self.trimmed_mean(rec)}
 
     @torch.no_grad()
     def anomaly_score(self, x: torch.Tensor) -> torch.Tensor:
@@ -87,9 +88,10 @@ class DenoisingAutoEncoder(AutoEncoder):
 
     def __init__(self, *, input_shape: Sequence[int], latent_dim: int = 20, hidden: Sequence[int] = (400,),
                  likelihood: str = "bernoulli", activation: str = "relu", arch: str = "auto",
-                 channels: Sequence[int] = (32, 64), noise: str = "mask:0.3") -> None:
+                 channels: Sequence[int] = (32, 64), noise: str = "mask:0.3", scaling: str = "standard",
+                 trim: float = 0.0) -> None:
         super().__init__(input_shape=input_shape, latent_dim=latent_dim, hidden=hidden, likelihood=likelihood,
-                         activation=activation, arch=arch, channels=channels)
+                         activation=activation, arch=arch, channels=channels, scaling=scaling, trim=trim)
         self.noise_kind, self.noise_level = parse_noise(noise)
         self.config["noise"] = noise
 
@@ -97,8 +99,7 @@ class DenoisingAutoEncoder(AutoEncoder):
         if not self.training:
             return x
         if self.likelihood == "gaussian":  # corrupt in standardised units, then back
-            xs = corrupt((x - self.x_shift) / self.x_scale, self.noise_kind, self.noise_level)
-            return xs * self.x_scale + self.x_shift
+            return self.unstandardise(corrupt(self.standardise(x), self.noise_kind, self.noise_level))
         return corrupt(x, self.noise_kind, self.noise_level)
 
     def denoise(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,19 @@
 """What the autoencoder family shares: encoder/decoder stacks chosen by ``arch``, input
-standardisation for tables, and the decoder likelihood (per-sample NLL in nats, output means).
+standardisation for tables, the decoder likelihood (per-sample NLL in nats, output means) and the
+optionally trimmed training loss.
+
+Tables (Gaussian likelihood) are standardised inside the model with stored training statistics:
+``scaling="standard"`` uses mean and standard deviation; ``scaling="robust"`` uses the median and
+the interquartile range (IQR / 1.349, the standard deviation of a normal distribution) and then
+``asinh``, which is linear near the median and logarithmic in the tails. The robust form is meant for
+training data that contain the anomalies one wants to find: a few extreme rows inflate the standard
+deviation and squeeze the bulk of a skewed feature (a lab value, say) into a sliver, where a
+moderately raised value no longer stands out. The likelihood keeps the change-of-variables term, so
+−log p(x) is in nats of the original units with either scaling.
+
+``trim=q`` averages the training loss over the (1 − q) share of each batch with the lowest
+per-sample loss: rows the model finds least likely (often the anomalies hidden in unlabeled
+training data) do not pull the model towards them. Evaluation losses are never trimmed.
 """
 
 from __future__ import annotations
@@ -14,19 +28,22 @@ from torch import nn
 from ..nn import ACTIVATIONS, conv_decoder, conv_encoder, mlp, resolve_arch
 from .likelihoods import LIKELIHOODS, bernoulli_nll, cb_mean, cb_nll, gaussian_nll
 
+SCALINGS = ("standard", "robust")
+
 
 class Body(nn.Module):
     """Base for AE/DAE/VAE-style models. Subclasses call :meth:`build` in ``__init__``."""
 
     def build(self, *, input_shape: Sequence[int], likelihood: str, arch: str, hidden: Sequence[int],
-              channels: Sequence[int], activation: str, decoder_in: int) -> int:
+              channels: Sequence[int], activation: str, decoder_in: int, scaling: str = "standard",
+              trim: float = 0.0) -> int:
         """Create ``encoder`` (x → features) and ``decoder`` (code → flat outputs); return the feature size."""
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"unknown likelihood {likelihood!r}; use one of {', '.join(LIKELIHOODS)}")
         arch = resolve_arch(arch, input_shape)
         if any(h < 1 for h in hidden) or any(c < 1 for c in channels):
             raise ValueError("hidden sizes and channels must be positive")
-        self.setup_io(input_shape=input_shape, likelihood=likelihood)
+        self.setup_io(input_shape=input_shape, likelihood=likelihood, scaling=scaling, trim=trim)
         self.arch = arch
         d = math.prod(input_shape)
         if arch == "mlp":
@@ -40,12 +57,18 @@ class Body(nn.Module):
             self.decoder = conv_decoder(decoder_in, input_shape, channels=channels, activation=activation)
         return feat
 
-    def setup_io(self, *, input_shape: Sequence[int], likelihood: str) -> None:
-        """Input shape, likelihood and the standardisation buffers (for models with their own networks)."""
+    def setup_io(self, *, input_shape: Sequence[int], likelihood: str, scaling: str = "standard",
+                 trim: float = 0.0) -> None:
+        """Input shape, likelihood, scaling, trimming and the standardisation buffers (for models with
+        their own networks)."""
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"unknown likelihood {likelihood!r}; use one of {', '.join(LIKELIHOODS)}")
+        if scaling not in SCALINGS:
+            raise ValueError(f"unknown scaling {scaling!r}; use one of {', '.join(SCALINGS)}")
+        if not 0.0 <= trim < 1.0:
+            raise ValueError(f"trim must be in [0, 1), got {trim}")
         self.input_shape = tuple(input_shape)
-        self.likelihood = likelihood
+        self.likelihood, self.scaling, self.trim = likelihood, scaling, float(trim)
         d = math.prod(input_shape)
         # Gaussian decoders work on standardised features; the statistics travel with the weights.
         self.register_buffer("x_shift", torch.zeros(d))
@@ -58,7 +81,7 @@ class Body(nn.Module):
         A feature that is constant in training gets scale 1 (see :func:`feature_scaling`).
         """
         if self.likelihood == "gaussian":
-            shift, scale = feature_scaling(data.floats().reshape(len(data), -1))
+            shift, scale = feature_scaling(data.floats().reshape(len(data), -1), robust=self.scaling == "robust")
             self.x_shift.copy_(shift)
             self.x_scale.copy_(scale)
 
@@ -66,7 +89,7 @@ class Body(nn.Module):
         """Encoder features of raw inputs (standardised first where the likelihood is Gaussian)."""
         x = x.flatten(1)
         if self.likelihood == "gaussian":
-            x = (x - self.x_shift) / self.x_scale
+            x = self.standardise(x)
         if self.arch == "conv":
             x = x.view(-1, *self.input_shape)
         return self.encoder(x)
@@ -83,8 +106,24 @@ class Body(nn.Module):
         elif self.likelihood == "cb":
             out = cb_mean(out)
         else:
-            out = out * self.x_scale + self.x_shift
+            out = self.unstandardise(out)
         return out.view(*out.shape[:-1], *self.input_shape)
+
+    def standardise(self, x: torch.Tensor) -> torch.Tensor:
+        """Data units → the units the network sees (flat x)."""
+        u = (x - self.x_shift) / self.x_scale
+        return torch.asinh(u) if self.scaling == "robust" else u
+
+    def unstandardise(self, u: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`standardise`."""
+        return (torch.sinh(u) if self.scaling == "robust" else u) * self.x_scale + self.x_shift
+
+    def trimmed_mean(self, per_sample: torch.Tensor) -> torch.Tensor:
+        """Batch mean of a per-sample loss; in training with ``trim > 0``, over the lowest (1 − trim) share."""
+        if not self.training or self.trim <= 0:
+            return per_sample.mean()
+        keep = max(1, int(round(len(per_sample) * (1.0 - self.trim))))
+        return per_sample.topk(keep, largest=False, sorted=False).values.mean()
 
     def recon_nll(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """−log p(x|·) per sample, in nats of the original data units (x flat)."""
@@ -93,20 +132,29 @@ class Body(nn.Module):
         if self.likelihood == "cb":
             return cb_nll(out, x)
         xs = (x - self.x_shift) / self.x_scale
-        return gaussian_nll(out, xs, self.log_scale) + torch.log(self.x_scale).sum()
+        log_jacobian = torch.log(self.x_scale).sum()
+        if self.scaling == "robust":  # u = asinh(xs): −log |du/dx| = log scale + ½ log(1 + xs²)
+            return gaussian_nll(out, torch.asinh(xs), self.log_scale) + log_jacobian + 0.5 * torch.log1p(xs.square()).sum(-1)
+        return gaussian_nll(out, xs, self.log_scale) + log_jacobian
 
     def _generator(self, seed: int | None) -> torch.Generator | None:
         return torch.Generator(device=self.x_shift.device).manual_seed(seed) if seed is not None else None
 
 
-def feature_scaling(x, *, floor: float = 1e-8) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-feature mean and scale for standardising a table.
+def feature_scaling(x, *, floor: float = 1e-8, robust: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-feature shift and scale for standardising a table.
 
     The scale is the standard deviation, or 1 for a feature that is constant in training: dividing by
     std + 1e-8 there would turn any change at test time into a score of 10¹⁶; with 1 the change counts
-    in the feature's own units and every score stays finite.
+    in the feature's own units and every score stays finite. ``robust``: the median and IQR / 1.349,
+    falling back to the standard deviation where the IQR is zero (a feature that is mostly one value).
     """
     x = np.asarray(x, dtype=np.float64)
-    mean, std = x.mean(0), x.std(0)
-    scale = np.where(std > floor * np.maximum(1.0, np.abs(mean)), std, 1.0)
-    return torch.from_numpy(mean).float(), torch.from_numpy(scale).float()
+    shift, std = (np.median(x, 0) if robust else x.mean(0)), x.std(0)
+    usable = lambda s: s > floor * np.maximum(1.0, np.abs(shift))  # noqa: E731
+    scale = np.where(usable(std), std, 1.0)
+    if robust:
+        q1, q3 = np.percentile(x, [25, 75], axis=0)
+        iqr = (q3 - q1) / 1.349
+        scale = np.where(usable(iqr), iqr, scale)
+    return torch.from_numpy(shift).float(), torch.from_numpy(scale).float()

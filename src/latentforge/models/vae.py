@@ -38,6 +38,8 @@ class VAE(Body):
         activation: str = "relu",
         arch: str = "auto",
         channels: Sequence[int] = (32, 64),
+        scaling: str = "standard",
+        trim: float = 0.0,
     ) -> None:
         super().__init__()
         self._init_vae(locals())
@@ -52,7 +54,8 @@ class VAE(Body):
         self.n_classes = n_classes
         feat = self.build(input_shape=args["input_shape"], likelihood=args["likelihood"], arch=args["arch"],
                           hidden=args["hidden"], channels=args["channels"], activation=args["activation"],
-                          decoder_in=self.latent_dim + n_classes)
+                          decoder_in=self.latent_dim + n_classes, scaling=args.get("scaling", "standard"),
+                          trim=args.get("trim", 0.0))
         self.config["arch"] = self.arch  # "auto" resolved, so a saved run rebuilds the same network
         self.to_stats = nn.Linear(feat + n_classes, 2 * self.latent_dim)
 
@@ -103,7 +106,7 @@ class VAE(Body):
     def loss(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Negative ELBO per sample (β-weighted KL), averaged over the batch."""
         rec, kl = self.terms(x, y)
-        return {"loss": (rec + self.beta * kl).mean(), "recon": rec.mean(), "kl": kl.mean()}
+        return {"loss": self.trimmed_mean(rec + self.beta * kl), "recon": rec.mean(), "kl": kl.mean()}
 
     def fused_step(self, optimizer: torch.optim.Optimizer):
         """The trainer's fast path (same arithmetic as ``loss().backward()``), or None if unsupported."""

@@ -23,6 +23,7 @@ def supports_fused_step(model: nn.Module) -> bool:
     return (
         type(model) is VAE
         and model.likelihood == "bernoulli"
+        and model.trim == 0
         and model.config["activation"] == "relu"
         and model.arch == "mlp"
         and all(isinstance(m, (nn.Linear, nn.ReLU)) for m in [*model.encoder, *model.decoder])

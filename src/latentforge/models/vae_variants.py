@@ -25,9 +25,9 @@ class BetaVAE(VAE):
     def __init__(self, *, input_shape: Sequence[int], latent_dim: int = 10, hidden: Sequence[int] = (400,),
                  likelihood: str = "bernoulli", beta: float = 4.0, activation: str = "relu", arch: str = "auto",
                  channels: Sequence[int] = (32, 64), kl_warmup: int = 0, capacity: float = 0.0,
-                 capacity_steps: int = 10000) -> None:
+                 capacity_steps: int = 10000, scaling: str = "standard", trim: float = 0.0) -> None:
         super().__init__(input_shape=input_shape, latent_dim=latent_dim, hidden=hidden, likelihood=likelihood,
-                         beta=beta, activation=activation, arch=arch, channels=channels)
+                         beta=beta, activation=activation, arch=arch, channels=channels, scaling=scaling, trim=trim)
         if kl_warmup < 0 or capacity < 0 or capacity_steps < 1:
             raise ValueError("kl_warmup and capacity must be ≥ 0 and capacity_steps ≥ 1")
         self.config.update(kl_warmup=kl_warmup, capacity=capacity, capacity_steps=capacity_steps)
@@ -42,11 +42,11 @@ class BetaVAE(VAE):
         out = {"recon": rec.mean(), "kl": kl.mean()}
         if self.capacity > 0:
             c = self.capacity * min(1.0, step / self.capacity_steps)
-            out["loss"] = (rec + self.beta * (kl - c).abs()).mean()
+            out["loss"] = self.trimmed_mean(rec + self.beta * (kl - c).abs())
             out["capacity"] = torch.tensor(c)
         else:
             w = self.beta * (min(1.0, step / self.kl_warmup) if self.kl_warmup else 1.0)
-            out["loss"] = (rec + w * kl).mean()
+            out["loss"] = self.trimmed_mean(rec + w * kl)
             out["kl_weight"] = torch.tensor(w)
         return out
 
@@ -59,7 +59,8 @@ class CVAE(VAE):
 
     def __init__(self, *, input_shape: Sequence[int], n_classes: int, latent_dim: int = 20,
                  hidden: Sequence[int] = (400,), likelihood: str = "bernoulli", beta: float = 1.0,
-                 activation: str = "relu", arch: str = "auto", channels: Sequence[int] = (32, 64)) -> None:
+                 activation: str = "relu", arch: str = "auto", channels: Sequence[int] = (32, 64),
+                 scaling: str = "standard", trim: float = 0.0) -> None:
         super(VAE, self).__init__()
         if n_classes < 2:
             raise ValueError(f"a conditional model needs at least 2 classes, got {n_classes}")
@@ -103,9 +104,9 @@ class IWAE(VAE):
 
     def __init__(self, *, input_shape: Sequence[int], latent_dim: int = 20, hidden: Sequence[int] = (400,),
                  likelihood: str = "bernoulli", activation: str = "relu", arch: str = "auto",
-                 channels: Sequence[int] = (32, 64), k: int = 5) -> None:
+                 channels: Sequence[int] = (32, 64), k: int = 5, scaling: str = "standard", trim: float = 0.0) -> None:
         super().__init__(input_shape=input_shape, latent_dim=latent_dim, hidden=hidden, likelihood=likelihood,
-                         beta=1.0, activation=activation, arch=arch, channels=channels)
+                         beta=1.0, activation=activation, arch=arch, channels=channels, scaling=scaling, trim=trim)
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
         self.config.pop("beta", None)
@@ -115,4 +116,4 @@ class IWAE(VAE):
     def loss(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         lw = self.log_weights(x, self.k)
         bound = torch.logsumexp(lw, 0) - math.log(self.k)
-        return {"loss": -bound.mean(), "elbo_k1": lw.mean()}
+        return {"loss": self.trimmed_mean(-bound), "elbo_k1": lw.mean()}
