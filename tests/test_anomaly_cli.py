@@ -126,6 +126,9 @@ def test_vae_detector_with_robust_scaling_and_trimming_from_the_cli(tmp_path, ca
 
     config = json.loads((run / "config.json").read_text())["model_config"]
     assert config["scaling"] == "robust" and config["trim"] == 0.2
+    # a scoring model trained on a table gets the detector's histogram and threshold, too
+    assert (run / "anomaly_scores.png").exists() and "Anomaly scores" in (run / "report.html").read_text()
+    assert np.isfinite(json.loads((run / "metrics.json").read_text())["test"]["threshold"])
     out = tmp_path / "scores.csv"
     assert main(["score", str(run), "--data", str(tmp_path / "new.csv"), "--out", str(out)]) in (0, None)
     df = pd.read_csv(out)

@@ -180,7 +180,10 @@ def finish_run(run_dir: Path, model: nn.Module, splits: Splits, result: TrainRes
     for write in splits.train.meta.get("run_files", []):  # files the data keeps with a model (e.g. known users)
         write(run_dir)
     test = evaluate_model(model, splits.test, k=eval_k, device=resolve_device(device))
-    if getattr(model, "detector", False):
+    # Detectors, and any scoring model trained on a table (a VAE on a CSV is usually a detector too),
+    # get the score histogram with its threshold.
+    if getattr(model, "detector", False) or (hasattr(model, "anomaly_score") and not splits.train.is_image
+                                             and not splits.train.is_sparse):
         from .tasks.anomaly import write_run_anomaly
 
         test.update(write_run_anomaly(run_dir, model, splits.train, splits.test))
