@@ -20,7 +20,7 @@ def _table(n: int = 400, d: int = 6, seed: int = 0) -> Dataset:
 @pytest.mark.parametrize("shape,channels", [((1, 28, 28), (8, 4)), ((3, 30, 30), (8, 4)), ((1, 9, 9), (4,))])
 def test_mirror_decoder_gives_back_the_input_shape(shape, channels) -> None:
     model = build_model("deep-svdd", input_shape=list(shape), latent_dim=16, arch="conv", channels=list(channels))
-    dec = _mirror_decoder(model.net, shape, 16, "conv")
+    dec = _mirror_decoder(model.nets[0], shape, 16, "conv")
     out = dec(model.embed(torch.rand(5, *shape)))
     assert out.shape == (5, *shape) and ((out >= 0) & (out <= 1)).all()
 
@@ -28,13 +28,14 @@ def test_mirror_decoder_gives_back_the_input_shape(shape, channels) -> None:
 def test_pretraining_learns_to_reconstruct_and_leaves_the_saved_state_alone() -> None:
     ds = _table()
     torch.manual_seed(0)
-    plain = build_model("deep-svdd", input_shape=[6], latent_dim=4, hidden=[16, 8])
+    plain = build_model("deep-svdd", input_shape=[6], latent_dim=4, hidden=[16, 8], n_nets=1)
     plain.prepare(ds)
     torch.manual_seed(0)
-    pre = build_model("deep-svdd", input_shape=[6], latent_dim=4, hidden=[16, 8], pretrain=100)
+    pre = build_model("deep-svdd", input_shape=[6], latent_dim=4, hidden=[16, 8], n_nets=1, pretrain=100)
     pre.prepare(ds)
     # Rank-2 data through a 4-unit code: the reconstruction error must fall well below the variance (1).
-    assert pre.pretrain_losses[0] > 0.5 and pre.pretrain_losses[-1] < 0.05
+    (losses,) = pre.pretrain_losses
+    assert losses[0] > 0.5 and losses[-1] < 0.05
     assert set(pre.state_dict()) == set(plain.state_dict())  # the decoder is not part of the model
     assert not torch.allclose(pre.center, plain.center)  # c comes from the pretrained network
     assert torch.isfinite(pre.center).all() and (pre.center.abs() >= pre.eps).all()
@@ -45,7 +46,7 @@ def test_pretraining_is_reproducible_with_the_seed() -> None:
     centres = []
     for _ in range(2):
         torch.manual_seed(3)
-        m = build_model("deep-svdd", input_shape=[6], latent_dim=4, hidden=[16, 8], pretrain=3)
+        m = build_model("deep-svdd", input_shape=[6], latent_dim=4, hidden=[16, 8], n_nets=2, pretrain=3)
         m.prepare(ds)
         centres.append(m.center.clone())
     torch.testing.assert_close(centres[0], centres[1])
@@ -54,3 +55,35 @@ def test_pretraining_is_reproducible_with_the_seed() -> None:
 def test_negative_pretrain_is_refused() -> None:
     with pytest.raises(ValueError, match="pretrain"):
         build_model("deep-svdd", input_shape=[6], pretrain=-1)
+
+
+def test_several_networks_are_scored_by_their_standardised_mean() -> None:
+    from latentforge.train import TrainConfig, fit
+
+    ds = _table()
+    torch.manual_seed(0)
+    model = build_model("deep-svdd", input_shape=[6], latent_dim=4, hidden=[16, 8], n_nets=3)
+    fit(model, ds, None, TrainConfig(epochs=3, batch_size=64, device="cpu", progress=False))
+    assert model.center.shape == (3, 4) and not torch.allclose(model.center[0], model.center[1])
+    x = torch.from_numpy(ds.x)
+    with torch.no_grad():
+        dist = model.distances(x)  # (n, 3), one column per network
+    q1, med, q3 = np.quantile(dist.numpy(), [0.25, 0.5, 0.75], axis=0)
+    np.testing.assert_allclose(model.score_shift.numpy(), med, rtol=1e-4)
+    np.testing.assert_allclose(model.score_scale.numpy(), q3 - q1, rtol=1e-4)
+    by_hand = ((dist.numpy() - med) / (q3 - q1)).mean(1)
+    np.testing.assert_allclose(model.anomaly_score(x).numpy(), by_hand, rtol=1e-4, atol=1e-5)
+
+
+def test_a_single_network_is_scored_by_its_raw_distance() -> None:
+    ds = _table()
+    model = build_model("deep-svdd", input_shape=[6], latent_dim=4, hidden=[16, 8], n_nets=1)
+    model.prepare(ds)
+    model.after_epoch(ds)
+    x = torch.from_numpy(ds.x[:10])
+    torch.testing.assert_close(model.anomaly_score(x), model.distances(x)[:, 0])
+
+
+def test_zero_networks_are_refused() -> None:
+    with pytest.raises(ValueError, match="n_nets"):
+        build_model("deep-svdd", input_shape=[6], n_nets=0)

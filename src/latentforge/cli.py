@@ -94,6 +94,7 @@ def train(
     objective: Optional[str] = typer.Option(None, "--objective", help="deep-svdd: one-class (default) or soft-boundary."),
     nu: Optional[float] = typer.Option(None, "--nu", help="deep-svdd soft-boundary: share allowed outside (default 0.1)."),
     pretrain: Optional[int] = typer.Option(None, "--pretrain", help="deep-svdd: epochs of autoencoder pretraining (0)."),
+    n_nets: Optional[int] = typer.Option(None, "--n-nets", help="deep-svdd: networks averaged (default 5; 1: the paper's)."),
     scaling: Optional[str] = typer.Option(None, "--scaling", help="Tables: standard (mean/std) or robust (median/IQR, asinh)."),
     trim: Optional[float] = typer.Option(None, "--trim", help="ae, dae, vae: drop this share of worst-fit rows per batch."),
     eval_k: int = typer.Option(100, "--eval-k", help="Importance samples for the IWAE NLL in metrics.json (0: skip)."),
@@ -141,7 +142,7 @@ def train(
               "noise": noise, "k": k, "kl_warmup": kl_warmup, "capacity": capacity, "capacity_steps": capacity_steps,
               "d_steps": d_steps, "lr_d": lr_d, "spectral_norm": spectral_norm, "ema": ema, "gp_weight": gp_weight,
               "beta_cap": beta_cap, "anneal_steps": anneal_steps, "dropout": dropout, "l2": l2,
-              "objective": objective, "nu": nu, "pretrain": pretrain,
+              "objective": objective, "nu": nu, "pretrain": pretrain, "n_nets": n_nets,
               "scaling": scaling, "trim": trim}
     data_options = {"min_rating": min_rating, "user_col": user_col, "item_col": item_col, "rating_col": rating_col}
     run_dir = train_run(model, data, cfg, model_kwargs=kwargs, out=out, resume=resume, eval_k=eval_k,

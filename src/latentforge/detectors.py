@@ -170,7 +170,8 @@ class DeepSVDD(Detector):
     """One-class Deep SVDD (Ruff et al. 2018): score = squared distance of φ(x) to the centre.
 
     ``objective="soft-boundary"`` with ``nu`` learns a radius; ``arch`` conv (images) or mlp (tables);
-    ``pretrain=N`` first trains the network for N epochs as an autoencoder's encoder, as the paper
+    ``n_nets`` networks from different random starts are trained and their standardised scores
+    averaged (5; 1 is the paper's single network); ``pretrain=N`` first trains the network for N epochs as an autoencoder's encoder, as the paper
     does (off by default: at this library's training budget it did not help on one-class MNIST,
     docs/results.md).
     """
@@ -178,8 +179,8 @@ class DeepSVDD(Detector):
     registry_name = "deep-svdd"
 
     def __init__(self, latent_dim: int | None = 32, hidden: Sequence[int] = (128, 64), arch: str = "auto",
-                 channels: Sequence[int] = (8, 4), objective: str = "one-class", nu: float = 0.1, pretrain: int = 0,
-                 contamination: float | None = None, threshold: str | None = "fpr:0.01",
+                 channels: Sequence[int] = (8, 4), objective: str = "one-class", nu: float = 0.1, n_nets: int = 5,
+                 pretrain: int = 0, contamination: float | None = None, threshold: str | None = "fpr:0.01",
                  validation_fraction: float = 0.1, patience: int | None = 10, score: str = "auto",
                  epochs: int | None = None, batch_size: int = 128, lr: float = 1e-3, random_state: int | None = None,
                  device: str = "auto", verbose: bool = False) -> None:
@@ -189,6 +190,7 @@ class DeepSVDD(Detector):
         self.channels = channels
         self.objective = objective
         self.nu = nu
+        self.n_nets = n_nets
         self.pretrain = pretrain
         self.contamination = contamination
         self.threshold = threshold
