@@ -72,7 +72,7 @@ OURS: dict[str, Callable[[int], object]] = {
     "lf ae (recon)": lambda s: AEDetector(kind="ae", random_state=s, device="cpu"),
     "lf deep-svdd": lambda s: DeepSVDD(random_state=s, device="cpu"),
     "lf ensemble": lambda s: EnsembleDetector(random_state=s, device="cpu"),
-    "lf deep-svdd x5": lambda s: EnsembleDetector(members=("deep-svdd",), n_per_member=5, random_state=s, device="cpu"),
+    "lf deep-svdd (1 net)": lambda s: DeepSVDD(n_nets=1, random_state=s, device="cpu"),
 }
 
 

@@ -137,3 +137,14 @@ def test_vae_detector_with_robust_scaling_and_trimming_from_the_cli(tmp_path, ca
                                 "--out", str(tmp_path / "bad")], capsys)
     assert "trim" in _error(["train", "deep-svdd", "--data", str(tmp_path / "train.csv"), "--trim", "0.1",
                              "--out", str(tmp_path / "bad2")], capsys)
+
+
+def test_conditional_model_on_a_labelled_table_trains_without_a_score_histogram(tmp_path) -> None:
+    """A cvae on a table with a label column: no anomaly scores (they would need labels), but a full run."""
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame(rng.normal(size=(200, 4)), columns=list("abcd"))
+    df["label"] = rng.integers(0, 2, 200)
+    df.to_csv(tmp_path / "t.csv", index=False)
+    r = lf("train", "cvae", "--data", str(tmp_path / "t.csv"), "--epochs", "1", "--out", str(tmp_path / "run"))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "run" / "report.html").exists() and not (tmp_path / "run" / "anomaly_scores.png").exists()

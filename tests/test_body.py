@@ -72,3 +72,52 @@ def test_bad_scaling_or_trim_is_refused(kwargs, match) -> None:
     for name in ("vae", "ae", "dae", "beta-vae", "iwae"):
         with pytest.raises(ValueError, match=match):
             build_model(name, input_shape=[3], likelihood="gaussian", **kwargs)
+
+
+def test_training_loss_is_trimmed_only_in_training_mode() -> None:
+    torch.manual_seed(0)
+    model = build_model("vae", input_shape=[3], latent_dim=1, hidden=[4], likelihood="gaussian", trim=0.5)
+    x = torch.randn(8, 3)
+    x[0] += 50.0  # one row the model finds very unlikely
+    model.train()
+    torch.manual_seed(1)
+    rec, kl = model.terms(x)
+    torch.manual_seed(1)
+    trimmed = model.loss(x)["loss"].detach()
+    per = (rec + kl).detach()
+    assert float(trimmed) == pytest.approx(float(per.sort().values[:4].mean()), rel=1e-5)
+    model.eval()
+    torch.manual_seed(1)
+    full = model.loss(x)["loss"].detach()
+    assert float(full) == pytest.approx(float(per.mean()), rel=1e-5) and float(full) > float(trimmed)
+
+
+def test_trimmed_vae_leaves_the_fused_fast_path() -> None:
+    from latentforge.models.vae_step import supports_fused_step
+
+    kw = dict(input_shape=[784], latent_dim=4, hidden=[32], arch="mlp")
+    assert supports_fused_step(build_model("vae", **kw))
+    assert not supports_fused_step(build_model("vae", trim=0.1, **kw))
+
+
+def test_robust_scaling_is_for_gaussian_models_only() -> None:
+    with pytest.raises(ValueError, match="tables"):
+        build_model("vae", input_shape=[784], likelihood="bernoulli", scaling="robust")
+
+
+def test_robust_likelihood_stays_finite_for_huge_values() -> None:
+    model = _table_vae("robust")
+    x = torch.tensor([[1e20], [-1e30]])
+    with torch.no_grad():
+        assert torch.isfinite(model.recon_nll(torch.zeros(2, 1), x)).all()
+        assert torch.isfinite(model.unstandardise(torch.tensor([[100.0], [-100.0]]))).all()
+
+
+def test_robust_location_scale_gives_no_weight_to_flat_scores() -> None:
+    from latentforge.models.body import robust_location_scale
+
+    scores = torch.stack([torch.arange(100.0), torch.full((100,), 7.0)], 1)
+    shift, scale = robust_location_scale(scores)
+    assert float(shift[0]) == pytest.approx(49.5) and float(scale[0]) == pytest.approx(49.5)
+    assert float(shift[1]) == 7.0 and torch.isinf(scale[1])
+    assert float(((torch.tensor([3.0, 9.0]) - shift) / scale)[1]) == 0.0

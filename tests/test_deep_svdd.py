@@ -87,3 +87,39 @@ def test_a_single_network_is_scored_by_its_raw_distance() -> None:
 def test_zero_networks_are_refused() -> None:
     with pytest.raises(ValueError, match="n_nets"):
         build_model("deep-svdd", input_shape=[6], n_nets=0)
+
+
+def test_soft_boundary_sets_one_radius_per_network() -> None:
+    ds = _table()
+    model = build_model("deep-svdd", input_shape=[6], latent_dim=4, hidden=[16, 8], n_nets=2,
+                        objective="soft-boundary", nu=0.2)
+    model.prepare(ds)
+    model.after_epoch(ds)  # first epoch: the radius stays 0
+    assert (model.radius == 0).all()
+    model.after_epoch(ds)
+    with torch.no_grad():
+        dist = model.distances(torch.from_numpy(ds.x))
+    expected = torch.quantile(dist.sqrt(), 0.8, dim=0)
+    torch.testing.assert_close(model.radius, expected)
+    assert float(model.loss(torch.from_numpy(ds.x))["loss"]) > 0
+
+
+def test_runs_saved_before_several_networks_still_load(tmp_path) -> None:
+    """A run written when Deep SVDD had one network (`net.*`, centre of shape (latent,), no n_nets)."""
+    from latentforge.checkpoint import CONFIG, WEIGHTS, load_model, read_json, save_model, save_tensors, write_json
+
+    ds = _table()
+    torch.manual_seed(0)
+    model = build_model("deep-svdd", input_shape=[6], latent_dim=4, hidden=[16, 8], n_nets=1)
+    model.prepare(ds)
+    save_model(model, tmp_path)
+    old_state = {k.replace("nets.0.", "net."): v for k, v in model.state_dict().items()
+                 if k not in ("score_shift", "score_scale")}
+    old_state["center"], old_state["radius"] = model.center[0].clone(), model.radius[0].clone()
+    save_tensors(tmp_path / WEIGHTS, old_state)
+    config = read_json(tmp_path / CONFIG)
+    del config["model_config"]["n_nets"]
+    write_json(tmp_path / CONFIG, config)
+    back = load_model(tmp_path)
+    x = torch.from_numpy(ds.x[:20])
+    torch.testing.assert_close(back.anomaly_score(x), model.anomaly_score(x))

@@ -93,11 +93,17 @@ def load_model(directory: Path, *, device: str | torch.device = "cpu") -> nn.Mod
     config = read_json(directory / CONFIG)
     if "model" not in config or "model_config" not in config:
         raise UserError(f"{directory / CONFIG}: has no 'model'/'model_config' entries; it was not written by latentforge")
+    from .models import MODELS
+
+    state = load_tensors(directory / WEIGHTS)
+    model_config = config["model_config"]
+    upgrade = getattr(MODELS.get(config["model"]), "upgrade_saved", None)
+    if upgrade is not None:  # a model may read what older versions of itself wrote
+        model_config, state = upgrade(dict(model_config), state)
     try:
-        model = build_model(config["model"], **config["model_config"])
+        model = build_model(config["model"], **model_config)
     except (TypeError, ValueError) as e:
         raise UserError(f"{directory / CONFIG}: model_config does not fit model {config['model']!r} ({e})") from None
-    state = load_tensors(directory / WEIGHTS)
     try:
         model.load_state_dict(state)
     except RuntimeError as e:

@@ -96,7 +96,7 @@ def train(
     pretrain: Optional[int] = typer.Option(None, "--pretrain", help="deep-svdd: epochs of autoencoder pretraining (0)."),
     n_nets: Optional[int] = typer.Option(None, "--n-nets", help="deep-svdd: networks averaged (default 5; 1: the paper's)."),
     scaling: Optional[str] = typer.Option(None, "--scaling", help="Tables: standard (mean/std) or robust (median/IQR, asinh)."),
-    trim: Optional[float] = typer.Option(None, "--trim", help="ae, dae, vae: drop this share of worst-fit rows per batch."),
+    trim: Optional[float] = typer.Option(None, "--trim", help="AE/VAE family: leave this share of worst-fit rows out of each batch."),
     eval_k: int = typer.Option(100, "--eval-k", help="Importance samples for the IWAE NLL in metrics.json (0: skip)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (auto picks CUDA when present)."),
     compile: str = typer.Option("auto", "--compile", help="torch.compile the loss: auto, on or off."),

@@ -26,6 +26,7 @@ from .data import Dataset
 from .errors import UserError
 from .estimators import TRAIN_PARAMS, ModelEstimator, _not_fitted
 from .models import build_model
+from .models.body import robust_location_scale
 from .tasks.anomaly import SCORES_FILE, anomaly_scores, parse_threshold, threshold_from
 from .train import TrainConfig, fit
 
@@ -96,6 +97,8 @@ class Detector(ModelEstimator):
             kwargs["latent_dim"] = 32 if ds.is_image else max(2, int(np.prod(ds.sample_shape)) // 4)
         if "likelihood" in kwargs:
             kwargs["likelihood"] = "bernoulli" if ds.is_image and ds.in_unit_interval else "gaussian"
+            if kwargs["likelihood"] != "gaussian":  # robust scaling is for tables; grey levels stay as they are
+                kwargs["scaling"] = "standard"
         return kwargs
 
     def _model_name(self) -> str:
@@ -248,16 +251,18 @@ class AEDetector(Detector):
 
 
 def robust_standardise(scores: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """(scores − median) / IQR of the reference (training) scores: members on one scale, outliers kept."""
-    q1, med, q3 = np.quantile(reference, [0.25, 0.5, 0.75])
-    return (scores - med) / max(q3 - q1, 1e-12 * max(1.0, abs(med)))
+    """(scores − median) / IQR of the reference (training) scores: members on one scale, outliers kept;
+    a member whose training scores do not spread gives 0 (see :func:`robust_location_scale`)."""
+    shift, scale = robust_location_scale(torch.as_tensor(np.asarray(reference, dtype=np.float64)))
+    return (np.asarray(scores, dtype=np.float64) - float(shift)) / float(scale)
 
 
 class EnsembleDetector(Detector):
     """Average of member detectors' scores, each standardised by its training scores' median and IQR.
 
     ``members``: detector names (``"vae"``, ``"ae"``, ``"dae"``, ``"deep-svdd"``) with their default
-    settings, each fitted ``n_per_member`` times with seeds ``random_state + i``. A slice of the
+    settings (so a ``"deep-svdd"`` member is itself five networks), each fitted ``n_per_member`` times
+    with seeds ``random_state + i``. A slice of the
     training data is held out from every member for the ``fpr:`` threshold.
     """
 

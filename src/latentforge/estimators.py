@@ -158,6 +158,9 @@ class ModelEstimator(TransformerMixin, BaseEstimator):
         for key in ("hidden", "channels"):
             if isinstance(params.get(key), list):
                 params[key] = tuple(params[key])
+        for key in ("scaling", "trim"):  # saved before these existed: the model's own (standard, untrimmed)
+            if key in names and key not in params and hasattr(model, key):
+                params[key] = getattr(model, key)
         est = cls(**params)
         est.model_ = model
         info = config.get("data_info", {})
@@ -180,13 +183,16 @@ class VAE(ModelEstimator):
     registry_name = "vae"
 
     def __init__(self, latent_dim: int = 20, hidden: Sequence[int] = (400,), likelihood: str = "auto",
-                 beta: float = 1.0, arch: str = "auto", epochs: int = 10, batch_size: int = 128, lr: float = 1e-3,
-                 random_state: int | None = None, device: str = "auto", verbose: bool = False) -> None:
+                 beta: float = 1.0, arch: str = "auto", scaling: str = "standard", trim: float = 0.0, epochs: int = 10,
+                 batch_size: int = 128, lr: float = 1e-3, random_state: int | None = None, device: str = "auto",
+                 verbose: bool = False) -> None:
         self.latent_dim = latent_dim
         self.hidden = hidden
         self.likelihood = likelihood
         self.beta = beta
         self.arch = arch
+        self.scaling = scaling
+        self.trim = trim
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -202,10 +208,11 @@ class BetaVAE(VAE):
 
     def __init__(self, latent_dim: int = 10, hidden: Sequence[int] = (400,), likelihood: str = "auto",
                  beta: float = 4.0, arch: str = "auto", kl_warmup: int = 0, capacity: float = 0.0,
-                 capacity_steps: int = 10000, epochs: int = 10, batch_size: int = 128, lr: float = 1e-3,
-                 random_state: int | None = None, device: str = "auto", verbose: bool = False) -> None:
+                 capacity_steps: int = 10000, scaling: str = "standard", trim: float = 0.0, epochs: int = 10,
+                 batch_size: int = 128, lr: float = 1e-3, random_state: int | None = None, device: str = "auto",
+                 verbose: bool = False) -> None:
         super().__init__(latent_dim=latent_dim, hidden=hidden, likelihood=likelihood, beta=beta, arch=arch,
-                         epochs=epochs, batch_size=batch_size, lr=lr, random_state=random_state, device=device,
+                         scaling=scaling, trim=trim, epochs=epochs, batch_size=batch_size, lr=lr, random_state=random_state, device=device,
                          verbose=verbose)
         self.kl_warmup = kl_warmup
         self.capacity = capacity
@@ -218,12 +225,15 @@ class AutoEncoder(ModelEstimator):
     registry_name = "ae"
 
     def __init__(self, latent_dim: int = 20, hidden: Sequence[int] = (400,), likelihood: str = "auto",
-                 arch: str = "auto", epochs: int = 10, batch_size: int = 128, lr: float = 1e-3,
-                 random_state: int | None = None, device: str = "auto", verbose: bool = False) -> None:
+                 arch: str = "auto", scaling: str = "standard", trim: float = 0.0, epochs: int = 10,
+                 batch_size: int = 128, lr: float = 1e-3, random_state: int | None = None, device: str = "auto",
+                 verbose: bool = False) -> None:
         self.latent_dim = latent_dim
         self.hidden = hidden
         self.likelihood = likelihood
         self.arch = arch
+        self.scaling = scaling
+        self.trim = trim
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -238,10 +248,12 @@ class DenoisingAutoEncoder(AutoEncoder):
     registry_name = "dae"
 
     def __init__(self, latent_dim: int = 20, hidden: Sequence[int] = (400,), likelihood: str = "auto",
-                 arch: str = "auto", noise: str = "mask:0.3", epochs: int = 10, batch_size: int = 128,
-                 lr: float = 1e-3, random_state: int | None = None, device: str = "auto", verbose: bool = False) -> None:
-        super().__init__(latent_dim=latent_dim, hidden=hidden, likelihood=likelihood, arch=arch, epochs=epochs,
-                         batch_size=batch_size, lr=lr, random_state=random_state, device=device, verbose=verbose)
+                 arch: str = "auto", noise: str = "mask:0.3", scaling: str = "standard", trim: float = 0.0,
+                 epochs: int = 10, batch_size: int = 128, lr: float = 1e-3, random_state: int | None = None,
+                 device: str = "auto", verbose: bool = False) -> None:
+        super().__init__(latent_dim=latent_dim, hidden=hidden, likelihood=likelihood, arch=arch, scaling=scaling,
+                         trim=trim, epochs=epochs, batch_size=batch_size, lr=lr, random_state=random_state,
+                         device=device, verbose=verbose)
         self.noise = noise
 
 

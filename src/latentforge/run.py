@@ -183,7 +183,7 @@ def finish_run(run_dir: Path, model: nn.Module, splits: Splits, result: TrainRes
     # Detectors, and any scoring model trained on a table (a VAE on a CSV is usually a detector too),
     # get the score histogram with its threshold.
     if getattr(model, "detector", False) or (hasattr(model, "anomaly_score") and not splits.train.is_image
-                                             and not splits.train.is_sparse):
+                                             and not splits.train.is_sparse and not getattr(model, "uses_labels", False)):
         from .tasks.anomaly import write_run_anomaly
 
         test.update(write_run_anomaly(run_dir, model, splits.train, splits.test))

@@ -13,7 +13,8 @@ moderately raised value no longer stands out. The likelihood keeps the change-of
 
 ``trim=q`` averages the training loss over the (1 − q) share of each batch with the lowest
 per-sample loss: rows the model finds least likely (often the anomalies hidden in unlabeled
-training data) do not pull the model towards them. Evaluation losses are never trimmed.
+training data) do not pull the model towards them. Evaluation losses are never trimmed, so with
+``trim > 0`` the logged training loss sits below the test and validation losses by construction.
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ class Body(nn.Module):
             raise ValueError(f"unknown scaling {scaling!r}; use one of {', '.join(SCALINGS)}")
         if not 0.0 <= trim < 1.0:
             raise ValueError(f"trim must be in [0, 1), got {trim}")
+        if scaling != "standard" and likelihood != "gaussian":
+            raise ValueError(f"scaling={scaling!r} applies to tables (the Gaussian likelihood), not {likelihood!r}")
         self.input_shape = tuple(input_shape)
         self.likelihood, self.scaling, self.trim = likelihood, scaling, float(trim)
         d = math.prod(input_shape)
@@ -100,7 +103,8 @@ class Body(nn.Module):
         return self.decoder(code.reshape(-1, code.shape[-1])).view(*lead, -1)
 
     def output_mean(self, out: torch.Tensor) -> torch.Tensor:
-        """Decoder pre-activations → mean of p(x|·) in data units, shaped like the input."""
+        """Decoder pre-activations → mean of p(x|·) in data units, shaped like the input (robust scaling:
+        the median, sinh of the Gaussian's mean, which is what reconstructions and samples show)."""
         if self.likelihood == "bernoulli":
             out = torch.sigmoid(out)
         elif self.likelihood == "cb":
@@ -115,8 +119,8 @@ class Body(nn.Module):
         return torch.asinh(u) if self.scaling == "robust" else u
 
     def unstandardise(self, u: torch.Tensor) -> torch.Tensor:
-        """Inverse of :meth:`standardise`."""
-        return (torch.sinh(u) if self.scaling == "robust" else u) * self.x_scale + self.x_shift
+        """Inverse of :meth:`standardise` (robust: |u| is capped at 80, where sinh still fits float32)."""
+        return (torch.sinh(u.clamp(-80.0, 80.0)) if self.scaling == "robust" else u) * self.x_scale + self.x_shift
 
     def trimmed_mean(self, per_sample: torch.Tensor) -> torch.Tensor:
         """Batch mean of a per-sample loss; in training with ``trim > 0``, over the lowest (1 − trim) share."""
@@ -133,8 +137,9 @@ class Body(nn.Module):
             return cb_nll(out, x)
         xs = (x - self.x_shift) / self.x_scale
         log_jacobian = torch.log(self.x_scale).sum()
-        if self.scaling == "robust":  # u = asinh(xs): −log |du/dx| = log scale + ½ log(1 + xs²)
-            return gaussian_nll(out, torch.asinh(xs), self.log_scale) + log_jacobian + 0.5 * torch.log1p(xs.square()).sum(-1)
+        if self.scaling == "robust":  # u = asinh(xs): −log |du/dx| = log scale + log √(1 + xs²)
+            root = torch.hypot(torch.ones_like(xs), xs)  # √(1 + xs²) without overflowing xs²
+            return gaussian_nll(out, torch.asinh(xs), self.log_scale) + log_jacobian + torch.log(root).sum(-1)
         return gaussian_nll(out, xs, self.log_scale) + log_jacobian
 
     def _generator(self, seed: int | None) -> torch.Generator | None:
@@ -158,3 +163,13 @@ def feature_scaling(x, *, floor: float = 1e-8, robust: bool = False) -> tuple[to
         iqr = (q3 - q1) / 1.349
         scale = np.where(usable(iqr), iqr, scale)
     return torch.from_numpy(shift).float(), torch.from_numpy(scale).float()
+
+
+def robust_location_scale(scores: torch.Tensor, dim: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Median and IQR along ``dim``, to put scores of different models on one scale. Where the IQR
+    is (near) zero the scores carry no ranking, and the scale is infinite: standardised, they are 0."""
+    q = torch.quantile(scores.double(), torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64, device=scores.device), dim=dim)
+    q1, med, q3 = q[0], q[1], q[2]
+    iqr = q3 - q1
+    scale = torch.where(iqr > 1e-9 * torch.clamp(med.abs(), min=1.0), iqr, torch.full_like(iqr, math.inf))
+    return med.to(scores.dtype), scale.to(scores.dtype)

@@ -30,7 +30,7 @@ from torch import nn
 
 from ..nn import resolve_arch
 from . import register
-from .body import feature_scaling
+from .body import feature_scaling, robust_location_scale
 
 OBJECTIVES = ("one-class", "soft-boundary")
 
@@ -95,6 +95,8 @@ class DeepSVDD(nn.Module):
             raise ValueError(f"pretrain must be 0 or more epochs, got {pretrain}")
         if n_nets < 1:
             raise ValueError(f"n_nets must be at least 1, got {n_nets}")
+        if not pretrain_lr > 0 or pretrain_batch_size < 1:
+            raise ValueError("pretrain_lr must be positive and pretrain_batch_size at least 1")
         if latent_dim < 1 or any(h < 1 for h in hidden) or any(c < 1 for c in channels):
             raise ValueError("latent_dim, hidden sizes and channels must be positive")
         arch = resolve_arch(arch, input_shape)
@@ -116,6 +118,18 @@ class DeepSVDD(nn.Module):
         self.register_buffer("score_shift", torch.zeros(n_nets))
         self.register_buffer("score_scale", torch.ones(n_nets))
         self.register_buffer("epochs_seen", torch.zeros((), dtype=torch.long))
+
+    @staticmethod
+    def upgrade_saved(config: dict, state: dict[str, torch.Tensor]) -> tuple[dict, dict[str, torch.Tensor]]:
+        """Read a run saved before ``n_nets`` existed: one network ``net.*``, a centre of shape (latent,)."""
+        if "n_nets" in config:
+            return config, state
+        state = {("nets.0." + k[4:] if k.startswith("net.") else k): v for k, v in state.items()}
+        state["center"] = state["center"].reshape(1, -1)
+        state["radius"] = state["radius"].reshape(1)
+        state.setdefault("score_shift", torch.zeros(1))
+        state.setdefault("score_scale", torch.ones(1))
+        return {**config, "n_nets": 1}, state
 
     def _inputs(self, x: torch.Tensor) -> torch.Tensor:
         x = x.flatten(1)
@@ -206,16 +220,17 @@ class DeepSVDD(nn.Module):
             self.radius.copy_(torch.quantile(dists.sqrt(), 1 - self.nu, dim=0))
             out["radius"] = float(self.radius.mean())
         if len(self.nets) > 1:
-            q1, med, q3 = torch.quantile(self._net_scores(dists), torch.tensor([0.25, 0.5, 0.75], device=dists.device), dim=0)
-            self.score_shift.copy_(med)
-            self.score_scale.copy_(torch.clamp(q3 - q1, min=1e-12))
+            shift, scale = robust_location_scale(self._net_scores(dists))
+            self.score_shift.copy_(shift)
+            self.score_scale.copy_(scale)
         self.train(was)
         return out
 
     @torch.no_grad()
     def anomaly_score(self, x: torch.Tensor) -> torch.Tensor:
         """‖φ(x) − c‖² (soft-boundary: minus R², so positive means outside the sphere); several networks:
-        the mean of their scores, each standardised by its training median and IQR. Higher = more anomalous."""
+        the mean of their scores, each standardised by its training median and IQR (a network whose
+        training scores do not spread, a collapsed one, counts 0). Higher = more anomalous."""
         scores = (self._net_scores(self.distances(x)) - self.score_shift) / self.score_scale
         return scores.mean(1)
 
