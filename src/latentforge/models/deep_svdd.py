@@ -17,7 +17,7 @@ for its image experiments; 0 starts from the random initialisation.
 (and radius); the score is the mean of their distances, each first standardised by the median and
 IQR of its training distances. A single Deep SVDD depends much on its initialisation (Ruff et al.
 report it); the average of five is steadier and better (docs/results.md: one-class MNIST 0.946 →
-0.959). ``n_nets=1`` is the paper's single network, scored by its raw distance.
+0.961). ``n_nets=1`` is the paper's single network, scored by its raw distance.
 """
 
 from __future__ import annotations
