@@ -11,10 +11,12 @@ deviation and squeeze the bulk of a skewed feature (a lab value, say) into a sli
 moderately raised value no longer stands out. The likelihood keeps the change-of-variables term, so
 −log p(x) is in nats of the original units with either scaling.
 
-``trim=q`` averages the training loss over the (1 − q) share of each batch with the lowest
+``trim=q`` makes the objective the mean loss over the (1 − q) share of each batch with the lowest
 per-sample loss: rows the model finds least likely (often the anomalies hidden in unlabeled
-training data) do not pull the model towards them. Evaluation losses are never trimmed, so with
-``trim > 0`` the logged training loss sits below the test and validation losses by construction.
+training data) do not pull the model towards them. The objective is the same on held-out data, so
+early stopping watches the fit to the normal rows, not how badly the anomalies among the held-out
+rows fit (which should grow). Likelihood metrics (ELBO, IWAE NLL, reconstruction errors) are never
+trimmed.
 """
 
 from __future__ import annotations
@@ -123,8 +125,8 @@ class Body(nn.Module):
         return (torch.sinh(u.clamp(-80.0, 80.0)) if self.scaling == "robust" else u) * self.x_scale + self.x_shift
 
     def trimmed_mean(self, per_sample: torch.Tensor) -> torch.Tensor:
-        """Batch mean of a per-sample loss; in training with ``trim > 0``, over the lowest (1 − trim) share."""
-        if not self.training or self.trim <= 0:
+        """Batch mean of a per-sample loss; with ``trim > 0``, over the lowest (1 − trim) share."""
+        if self.trim <= 0:
             return per_sample.mean()
         keep = max(1, int(round(len(per_sample) * (1.0 - self.trim))))
         return per_sample.topk(keep, largest=False, sorted=False).values.mean()
