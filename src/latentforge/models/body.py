@@ -5,7 +5,8 @@ optionally trimmed training loss.
 Tables (Gaussian likelihood) are standardised inside the model with stored training statistics:
 ``scaling="standard"`` uses mean and standard deviation; ``scaling="robust"`` uses the median and
 the interquartile range (IQR / 1.349, the standard deviation of a normal distribution) and then
-``asinh``, which is linear near the median and logarithmic in the tails. The robust form is meant for
+``u = 3·asinh(x/3)``, which is close to linear within three robust standard deviations of the
+median (the range of normal values) and logarithmic beyond. The robust form is meant for
 training data that contain the anomalies one wants to find: a few extreme rows inflate the standard
 deviation and squeeze the bulk of a skewed feature (a lab value, say) into a sliver, where a
 moderately raised value no longer stands out. The likelihood keeps the change-of-variables term, so
@@ -32,6 +33,7 @@ from ..nn import ACTIVATIONS, conv_decoder, conv_encoder, mlp, resolve_arch
 from .likelihoods import LIKELIHOODS, bernoulli_nll, cb_mean, cb_nll, gaussian_nll
 
 SCALINGS = ("standard", "robust")
+KNEE = 3.0  # robust scaling: u = KNEE·asinh(x / KNEE), linear for |x| ≲ KNEE, logarithmic beyond
 
 
 class Body(nn.Module):
@@ -118,11 +120,13 @@ class Body(nn.Module):
     def standardise(self, x: torch.Tensor) -> torch.Tensor:
         """Data units → the units the network sees (flat x)."""
         u = (x - self.x_shift) / self.x_scale
-        return torch.asinh(u) if self.scaling == "robust" else u
+        return KNEE * torch.asinh(u / KNEE) if self.scaling == "robust" else u
 
     def unstandardise(self, u: torch.Tensor) -> torch.Tensor:
-        """Inverse of :meth:`standardise` (robust: |u| is capped at 80, where sinh still fits float32)."""
-        return (torch.sinh(u.clamp(-80.0, 80.0)) if self.scaling == "robust" else u) * self.x_scale + self.x_shift
+        """Inverse of :meth:`standardise` (robust: sinh's argument is capped at 80, where it still fits float32)."""
+        if self.scaling == "robust":
+            u = KNEE * torch.sinh((u / KNEE).clamp(-80.0, 80.0))
+        return u * self.x_scale + self.x_shift
 
     def trimmed_mean(self, per_sample: torch.Tensor) -> torch.Tensor:
         """Batch mean of a per-sample loss; with ``trim > 0``, over the lowest (1 − trim) share."""
@@ -139,9 +143,9 @@ class Body(nn.Module):
             return cb_nll(out, x)
         xs = (x - self.x_shift) / self.x_scale
         log_jacobian = torch.log(self.x_scale).sum()
-        if self.scaling == "robust":  # u = asinh(xs): −log |du/dx| = log scale + log √(1 + xs²)
-            root = torch.hypot(torch.ones_like(xs), xs)  # √(1 + xs²) without overflowing xs²
-            return gaussian_nll(out, torch.asinh(xs), self.log_scale) + log_jacobian + torch.log(root).sum(-1)
+        if self.scaling == "robust":  # u = K·asinh(xs/K): −log |du/dx| = log scale + log √(1 + (xs/K)²)
+            root = torch.hypot(torch.ones_like(xs), xs / KNEE)  # without overflowing the square
+            return gaussian_nll(out, self.standardise(x), self.log_scale) + log_jacobian + torch.log(root).sum(-1)
         return gaussian_nll(out, xs, self.log_scale) + log_jacobian
 
     def _generator(self, seed: int | None) -> torch.Generator | None:
