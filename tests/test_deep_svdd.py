@@ -124,3 +124,17 @@ def test_runs_saved_before_several_networks_still_load(tmp_path) -> None:
     back = load_model(tmp_path)
     x = torch.from_numpy(ds.x[:20])
     torch.testing.assert_close(back.anomaly_score(x), model.anomaly_score(x))
+
+
+def test_a_detector_saved_with_one_network_reports_one_after_loading(tmp_path) -> None:
+    """Settings missing from an older save come from the loaded model, not from today's defaults."""
+    from latentforge.checkpoint import CONFIG, read_json, write_json
+    from latentforge.detectors import DeepSVDD
+
+    det = DeepSVDD(n_nets=1, hidden=(16, 8), latent_dim=4, epochs=2, random_state=0, device="cpu").fit(_table().x)
+    det.save_pretrained(tmp_path / "det")
+    config = read_json(tmp_path / "det" / CONFIG)
+    del config["estimator"]["n_nets"]  # as written before n_nets existed
+    write_json(tmp_path / "det" / CONFIG, config)
+    back = DeepSVDD.from_pretrained(tmp_path / "det")
+    assert back.get_params()["n_nets"] == 1 and len(back.model_.nets) == 1

@@ -155,12 +155,14 @@ class ModelEstimator(TransformerMixin, BaseEstimator):
             params = {k: v for k, v in {**config.get("model_config", {}), **train}.items() if k in names}
             if "seed" in train and "random_state" in names:
                 params["random_state"] = train["seed"]
+        # A setting saved before it existed (scaling, trim, n_nets, …) is the loaded model's own, not
+        # today's default: the model rebuilt from the old config knows what it is.
+        for key in names:
+            if key not in params and key in getattr(model, "config", {}):
+                params[key] = model.config[key]
         for key in ("hidden", "channels"):
             if isinstance(params.get(key), list):
                 params[key] = tuple(params[key])
-        for key in ("scaling", "trim"):  # saved before these existed: the model's own (standard, untrimmed)
-            if key in names and key not in params and hasattr(model, key):
-                params[key] = getattr(model, key)
         est = cls(**params)
         est.model_ = model
         info = config.get("data_info", {})
