@@ -156,7 +156,6 @@ def train(
 
 
 def _print_metrics(run_dir: Path) -> None:
-
     m = json.loads((run_dir / "metrics.json").read_text())
     shown = ", ".join(f"{k} {v:.4g}" for k, v in m.get("test", {}).items() if isinstance(v, float))
     typer.echo(f"{m['model']} on {m['data']}, {m['epochs']} epochs in {m['train_seconds']:.1f}s: {shown}")
@@ -252,7 +251,6 @@ def evaluate(
                                  "net, 28×28 grey), inception (your local inception-2015-12-05.pt) or a TorchScript file."),
 ) -> None:
     """Evaluate a run on its test set (or --data): loss, ELBO, IWAE NLL, reconstruction, sample quality."""
-
     from .metrics import evaluate_model
     from .metrics.evaluate import quality_skip_reason
     from .metrics.extractors import resolve_features
@@ -330,7 +328,6 @@ def recommend(
     json_out: bool = typer.Option(False, "--json", help="Print [{rank, item, score}, …] as JSON."),
 ) -> None:
     """Top items for a known user (--user) or a new user's history (--history), never items they already have."""
-
     from .tasks.recommend import Recommender, read_history
 
     _positive("--top", top)

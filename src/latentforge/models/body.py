@@ -119,8 +119,11 @@ class Body(nn.Module):
 
     def standardise(self, x: torch.Tensor) -> torch.Tensor:
         """Data units → the units the network sees (flat x)."""
-        u = (x - self.x_shift) / self.x_scale
-        return KNEE * torch.asinh(u / KNEE) if self.scaling == "robust" else u
+        return self._soft_tails((x - self.x_shift) / self.x_scale)
+
+    def _soft_tails(self, xs: torch.Tensor) -> torch.Tensor:
+        """Robust scaling's second step on scaled values: KNEE·asinh(xs / KNEE); identity otherwise."""
+        return KNEE * torch.asinh(xs / KNEE) if self.scaling == "robust" else xs
 
     def unstandardise(self, u: torch.Tensor) -> torch.Tensor:
         """Inverse of :meth:`standardise` (robust: sinh's argument is capped at 80, where it still fits float32)."""
@@ -145,7 +148,7 @@ class Body(nn.Module):
         log_jacobian = torch.log(self.x_scale).sum()
         if self.scaling == "robust":  # u = K·asinh(xs/K): −log |du/dx| = log scale + log √(1 + (xs/K)²)
             root = torch.hypot(torch.ones_like(xs), xs / KNEE)  # without overflowing the square
-            return gaussian_nll(out, self.standardise(x), self.log_scale) + log_jacobian + torch.log(root).sum(-1)
+            return gaussian_nll(out, self._soft_tails(xs), self.log_scale) + log_jacobian + torch.log(root).sum(-1)
         return gaussian_nll(out, xs, self.log_scale) + log_jacobian
 
     def _generator(self, seed: int | None) -> torch.Generator | None:

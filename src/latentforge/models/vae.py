@@ -54,8 +54,7 @@ class VAE(Body):
         self.n_classes = n_classes
         feat = self.build(input_shape=args["input_shape"], likelihood=args["likelihood"], arch=args["arch"],
                           hidden=args["hidden"], channels=args["channels"], activation=args["activation"],
-                          decoder_in=self.latent_dim + n_classes, scaling=args.get("scaling", "standard"),
-                          trim=args.get("trim", 0.0))
+                          decoder_in=self.latent_dim + n_classes, scaling=args["scaling"], trim=args["trim"])
         self.config["arch"] = self.arch  # "auto" resolved, so a saved run rebuilds the same network
         self.to_stats = nn.Linear(feat + n_classes, 2 * self.latent_dim)
 
