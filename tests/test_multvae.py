@@ -132,7 +132,10 @@ def test_cli_train_writes_a_recommender_run(csv_run: Path) -> None:
     for f in ("config.json", "model.safetensors", "history.csv", "report.html", "users.json", "histories.safetensors"):
         assert (csv_run / f).exists(), f
     assert not (csv_run / "samples.png").exists() and not (csv_run / "reconstructions.png").exists()
-    assert "ndcg@100" in (csv_run / "report.html").read_text()
+    report = (csv_run / "report.html").read_text()
+    assert "ndcg@100" in report and (csv_run / "curves.png").exists()
+    n_items = len(json.loads((csv_run / "config.json").read_text())["model_config"]["item_ids"])
+    assert f"{n_items:,} values: " in report  # the item ids are summarised, not listed in full
 
 
 def test_cli_evaluate_and_recommend(csv_run: Path, capsys, tmp_path: Path) -> None:

@@ -56,3 +56,16 @@ def test_evaluate_ranking_never_ranks_fold_in_items() -> None:
     out = evaluate_ranking(lambda x: SCORES[:1], fold_in, held, metrics=("recall@1", "ndcg@100"), batch_size=1)
     assert out["recall@1"] == pytest.approx(1.0)  # item 2 moves up to first once item 0 is excluded
     assert out["ndcg@100"] == pytest.approx(1.0) and out["eval_users"] == 1
+
+
+def test_evaluate_ranking_per_user_values_average_to_the_mean() -> None:
+    fold_in = sp.csr_matrix(np.array([[1, 0, 0, 0, 0], [0, 0, 0, 0, 1], [0, 1, 0, 0, 0]], np.float32))
+    held = sp.csr_matrix(np.array([[0, 0, 1, 0, 0], [0, 0, 1, 0, 0], [0, 0, 0, 0, 0]], np.float32))
+    score = lambda x: np.tile(SCORES[:1], (len(x), 1))  # noqa: E731
+    per = evaluate_ranking(score, fold_in, held, metrics=("ndcg@2",), batch_size=2, per_user=True)["ndcg@2"]
+    # user 0: item 0 excluded, so its held-out item 2 ranks first; user 1: item 4 excluded, item 2
+    # second after item 0; user 2 has nothing held out (NaN, left out of the mean)
+    assert per.shape == (3,) and np.isnan(per[2]) and per[0] == pytest.approx(1.0)
+    assert per[1] == pytest.approx(1 / math.log2(3))
+    mean = evaluate_ranking(score, fold_in, held, metrics=("ndcg@2",))["ndcg@2"]
+    assert np.nanmean(per) == pytest.approx(mean)

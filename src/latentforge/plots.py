@@ -61,8 +61,9 @@ def _figure(figsize=(6, 4)):
     return plt, fig, ax
 
 
-def save_curves(history: list[dict], path: Path) -> Path:
-    """Train and test loss per epoch (and the loss terms, dashed)."""
+def save_curves(history: list[dict], path: Path, *, monitor: str | None = None) -> Path:
+    """Train and test loss per epoch (and the loss terms, dashed). ``monitor``: a validation metric the
+    model kept its best epoch by (higher is better); drawn on a right-hand axis with that epoch marked."""
     plt, fig, ax = _figure()
     epochs = [r["epoch"] for r in history]
     for key, style in (("train_loss", "-"), ("test_loss", "-"), ("train_d_loss", "--"), ("train_g_loss", "--")):
@@ -72,7 +73,20 @@ def save_curves(history: list[dict], path: Path) -> Path:
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss per sample (nats)" if any("train_kl" in r for r in history) else "loss")
     ax.grid(alpha=0.3)
-    ax.legend()
+    handles, labels = ax.get_legend_handles_labels()
+    watched = [(r["epoch"], r[monitor]) for r in history if monitor and r.get(monitor) is not None]
+    if watched:
+        right = ax.twinx()
+        xs, ys = zip(*watched)
+        best = int(np.nanargmax(ys))
+        handles += right.plot(xs, ys, color="tab:green", marker="o", ms=2, label=monitor.replace("_", " "))
+        handles.append(right.axvline(xs[best], color="tab:green", ls=":", label=f"kept: epoch {xs[best]} ({ys[best]:.4g})"))
+        right.set_ylabel(monitor.replace("_", " "))
+        labels = [h.get_label() for h in handles]
+        # below the axes: the curves fill the box
+        ax.legend(handles, labels, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
+    else:
+        ax.legend(handles, labels)
     ax.set_title("Training curves")
     fig.tight_layout()
     fig.savefig(path)

@@ -34,13 +34,13 @@ from .train import TrainConfig, fit
 class MultVAE(BaseEstimator):
     """Mult-VAE recommender; see the module docstring. Defaults were tuned on MovieLens-100K validation
     users (docs/results.md); the paper's ML-20M setting is ``hidden=(600,), latent_dim=200, dropout=0.5,
-    batch_size=500, anneal_steps=40000``."""
+    batch_size=500, anneal_steps=40000, l2=0``."""
 
     registry_name = "mult-vae"
     _model_params = ("hidden", "latent_dim", "dropout", "beta_cap", "anneal_steps", "l2")
 
     def __init__(self, hidden: Sequence[int] = (), latent_dim: int = 600, dropout: float = 0.1,
-                 beta_cap: float = 0.2, anneal_steps: int = 300, l2: float = 0.0, epochs: int = 200,
+                 beta_cap: float = 0.2, anneal_steps: int = 300, l2: float = 1e-3, epochs: int = 200,
                  batch_size: int = 128, lr: float = 1e-3, min_rating: float = 4.0, min_items: int = 5,
                  validation_users: int | float = 0.1, user_col: str = "user", item_col: str = "item",
                  rating_col: str = "rating", random_state: int | None = None, device: str = "auto",

@@ -13,7 +13,8 @@ from . import __version__
 FIGURES = (
     ("samples.png", "Samples", "Images generated from the prior (one row per class for conditional models)."),
     ("reconstructions.png", "Reconstructions", "Test inputs (odd rows) and their reconstructions (even rows)."),
-    ("curves.png", "Training curves", "Loss per sample on the training and test sets after each epoch."),
+    ("curves.png", "Training curves", "Loss per sample on the training and test sets after each epoch; for a "
+     "model that keeps its best epoch by a validation metric, that metric (right axis) and the kept epoch."),
     ("latent_map.png", "Latent space", "Codes (posterior means) of test samples, coloured by label where labels exist."),
     ("codebook.png", "Codebook usage", "How often each VQ-VAE codeword was assigned during training."),
     ("traversals.png", "Latent traversals", "One row per latent dimension (most informative first, by KL): "
@@ -71,6 +72,8 @@ td.num{text-align:right;font-variant-numeric:tabular-nums} .muted{color:#777;fon
 
 
 def _fmt(v) -> str:
+    if isinstance(v, list) and len(v) > 12:  # e.g. a recommender's item ids: count, head and tail
+        return html.escape(f"{len(v):,} values: {', '.join(map(str, v[:5]))}, …, {', '.join(map(str, v[-2:]))}")
     if isinstance(v, float):
         return f"{v:,.4g}" if abs(v) < 1e5 else f"{v:,.0f}"
     return html.escape(str(v))

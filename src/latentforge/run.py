@@ -218,7 +218,7 @@ def write_pictures(run_dir: Path, model: nn.Module, test: Dataset, history: list
         rec = model.reconstruct(x, y) if y is not None else model.reconstruct(x)
         plots.save_reconstructions(x.numpy(), rec.numpy(), run_dir / "reconstructions.png")
     if history:
-        plots.save_curves(history, run_dir / "curves.png")
+        plots.save_curves(history, run_dir / "curves.png", monitor=getattr(model, "monitor", None))
     if hasattr(model, "quantizer"):
         plots.save_codebook_usage(model.quantizer.usage.numpy(), run_dir / "codebook.png")
     if hasattr(model, "encode"):

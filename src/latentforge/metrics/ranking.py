@@ -55,11 +55,13 @@ DEFAULT = ("recall@20", "recall@50", "ndcg@100")
 
 
 def evaluate_ranking(score_fn: Callable[[np.ndarray], np.ndarray], fold_in: sp.csr_matrix, heldout: sp.csr_matrix,
-                     *, metrics: Sequence[str] = DEFAULT, batch_size: int = 1000) -> dict[str, float]:
+                     *, metrics: Sequence[str] = DEFAULT, batch_size: int = 1000, per_user: bool = False) -> dict:
     """Mean of each metric (``"recall@20"``, ``"ndcg@100"``, …) over users with held-out items.
 
     ``score_fn`` maps dense fold-in rows (float32, ``(n, n_items)``) to scores; items a user already
-    has are never ranked (their score becomes −inf), as in the paper's protocol.
+    has are never ranked (their score becomes −inf), as in the paper's protocol. ``per_user=True``
+    gives each metric's per-user values instead (NaN for users without held-out items), for paired
+    comparisons of two recommenders on the same users.
     """
     fold_in, heldout = fold_in.tocsr(), heldout.tocsr()
     parsed = [(m, METRICS[m.split("@")[0]], int(m.split("@")[1])) for m in metrics]
@@ -72,6 +74,8 @@ def evaluate_ranking(score_fn: Callable[[np.ndarray], np.ndarray], fold_in: sp.c
         out = heldout[start : start + batch_size]
         for name, fn, k in parsed:
             per[name].append(fn(scores, out, k))
+    if per_user:
+        return {m: np.concatenate(v) for m, v in per.items()}
     result = {m: float(np.nanmean(np.concatenate(v))) for m, v in per.items()}
     result["eval_users"] = int((np.diff(heldout.indptr) > 0).sum())
     return result
