@@ -55,7 +55,8 @@ def test_metrics(score_fn, splits) -> dict:
     return {**{m: float(np.nanmean(v)) for m, v in per.items()}, "per_user": per["ndcg@100"]}
 
 
-def paired_difference(ours: list[np.ndarray], anchor: list[np.ndarray], resamples: int = 10_000) -> tuple[float, float, float]:
+def paired_difference(ours: list[np.ndarray], anchor: list[np.ndarray],
+                      resamples: int = 10_000) -> tuple[float, float, float]:
     """Mean over seeds of (ours − anchor) NDCG@100 and its 95 % interval from a paired bootstrap that
     resamples each seed's test users (both methods are scored on the same users, so their difference
     is far less noisy than either mean)."""
@@ -129,7 +130,8 @@ def table(seeds: list[int], methods: dict) -> None:
                 continue
             per_seed = [r["ndcg@100"] - e["ndcg@100"] for r, e in zip(rows, results["EASE"])]
             mean, lo, hi = paired_difference([r["per_user"] for r in rows], [e["per_user"] for e in results["EASE"]])
-            print(f"{name} − EASE: {mean:+.4f} [{lo:+.4f}, {hi:+.4f}]; per seed {', '.join(f'{d:+.4f}' for d in per_seed)}")
+            by_seed = ", ".join(f"{d:+.4f}" for d in per_seed)
+            print(f"{name} − EASE: {mean:+.4f} [{lo:+.4f}, {hi:+.4f}]; per seed {by_seed}")
 
 
 def tune(seeds: list[int], grid: dict, name: str, epochs: int) -> None:

@@ -174,9 +174,9 @@ class DeepSVDD(Detector):
 
     ``objective="soft-boundary"`` with ``nu`` learns a radius; ``arch`` conv (images) or mlp (tables);
     ``n_nets`` networks from different random starts are trained and their standardised scores
-    averaged (5; 1 is the paper's single network); ``pretrain=N`` first trains the network for N epochs as an autoencoder's encoder, as the paper
-    does (off by default: at this library's training budget it did not help on one-class MNIST,
-    docs/results.md).
+    averaged (5; 1 is the paper's single network); ``pretrain=N`` first trains each network for N
+    epochs as an autoencoder's encoder, as the paper does (off by default: at this library's training
+    budget it did not help on one-class MNIST, docs/results.md).
     """
 
     registry_name = "deep-svdd"
@@ -262,8 +262,8 @@ class EnsembleDetector(Detector):
 
     ``members``: detector names (``"vae"``, ``"ae"``, ``"dae"``, ``"deep-svdd"``) with their default
     settings (so a ``"deep-svdd"`` member is itself five networks), each fitted ``n_per_member`` times
-    with seeds ``random_state + i``. A slice of the
-    training data is held out from every member for the ``fpr:`` threshold.
+    with seeds ``random_state + i``. A slice of the training data is held out from every member for
+    the ``fpr:`` threshold.
     """
 
     def __init__(self, members: Sequence[str] = ("vae", "deep-svdd"), n_per_member: int = 1,

@@ -214,8 +214,8 @@ class BetaVAE(VAE):
                  batch_size: int = 128, lr: float = 1e-3, random_state: int | None = None, device: str = "auto",
                  verbose: bool = False) -> None:
         super().__init__(latent_dim=latent_dim, hidden=hidden, likelihood=likelihood, beta=beta, arch=arch,
-                         scaling=scaling, trim=trim, epochs=epochs, batch_size=batch_size, lr=lr, random_state=random_state, device=device,
-                         verbose=verbose)
+                         scaling=scaling, trim=trim, epochs=epochs, batch_size=batch_size, lr=lr,
+                         random_state=random_state, device=device, verbose=verbose)
         self.kl_warmup = kl_warmup
         self.capacity = capacity
         self.capacity_steps = capacity_steps

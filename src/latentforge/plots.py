@@ -80,7 +80,8 @@ def save_curves(history: list[dict], path: Path, *, monitor: str | None = None) 
         xs, ys = zip(*watched)
         best = int(np.nanargmax(ys))
         handles += right.plot(xs, ys, color="tab:green", marker="o", ms=2, label=monitor.replace("_", " "))
-        handles.append(right.axvline(xs[best], color="tab:green", ls=":", label=f"kept: epoch {xs[best]} ({ys[best]:.4g})"))
+        kept = f"kept: epoch {xs[best]} ({ys[best]:.4g})"
+        handles.append(right.axvline(xs[best], color="tab:green", ls=":", label=kept))
         right.set_ylabel(monitor.replace("_", " "))
         labels = [h.get_label() for h in handles]
         # below the axes: the curves fill the box

@@ -182,8 +182,10 @@ def finish_run(run_dir: Path, model: nn.Module, splits: Splits, result: TrainRes
     test = evaluate_model(model, splits.test, k=eval_k, device=resolve_device(device))
     # Detectors, and any scoring model trained on a table (a VAE on a CSV is usually a detector too),
     # get the score histogram with its threshold.
-    if getattr(model, "detector", False) or (hasattr(model, "anomaly_score") and not splits.train.is_image
-                                             and not splits.train.is_sparse and not getattr(model, "uses_labels", False)):
+    data = splits.train
+    scores_a_table = (hasattr(model, "anomaly_score") and not data.is_image and not data.is_sparse
+                      and not getattr(model, "uses_labels", False))
+    if getattr(model, "detector", False) or scores_a_table:
         from .tasks.anomaly import write_run_anomaly
 
         test.update(write_run_anomaly(run_dir, model, splits.train, splits.test))

@@ -177,8 +177,8 @@ def feature_scaling(x, *, floor: float = 1e-8, robust: bool = False) -> tuple[to
 def robust_location_scale(scores: torch.Tensor, dim: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Median and IQR along ``dim``, to put scores of different models on one scale. Where the IQR
     is (near) zero the scores carry no ranking, and the scale is infinite: standardised, they are 0."""
-    q = torch.quantile(scores.double(), torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64, device=scores.device), dim=dim)
-    q1, med, q3 = q[0], q[1], q[2]
+    probs = torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64, device=scores.device)
+    q1, med, q3 = torch.quantile(scores.double(), probs, dim=dim)
     iqr = q3 - q1
     scale = torch.where(iqr > 1e-9 * torch.clamp(med.abs(), min=1.0), iqr, torch.full_like(iqr, math.inf))
     return med.to(scores.dtype), scale.to(scores.dtype)
