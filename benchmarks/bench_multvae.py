@@ -9,6 +9,7 @@ the Mult-VAE/DAE epoch) is chosen on the validation users only.
     python benchmarks/bench_multvae.py                 # table over 5 seeds + scale test
     python benchmarks/bench_multvae.py --tune          # validation NDCG@100 of the Mult-VAE grid
     python benchmarks/bench_multvae.py --scale-only    # only the ML-20M-size epoch (time, peak RSS)
+    python benchmarks/bench_multvae.py --seeds 20 --first-seed 5 --skip-scale   # more splits, same protocol
 
 Needs ml-100k/u.data under LATENTFORGE_DATA_DIR (MovieLens terms forbid redistributing it).
 """
@@ -219,6 +220,8 @@ def scale(batch_size: int, threads: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--first-seed", type=int, default=0,
+                    help="seeds run from here (the target runs use 0-4; later ones are extra evidence, not a re-draw)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (the reference machine has 2 shared cores)")
     ap.add_argument("--batch-size", type=int, default=500, help="batch size of the scale test (the paper's)")
     ap.add_argument("--tune", action="store_true", help="print the validation grid instead of the table")
@@ -233,7 +236,7 @@ def main() -> None:
     if a.scale_worker:
         return scale_worker(a.batch_size, a.threads)
     torch.set_num_threads(a.threads)
-    seeds = list(range(a.seeds))
+    seeds = list(range(a.first_seed, a.first_seed + a.seeds))
     if a.tune:
         grid = json.loads(a.grid) if a.grid else {"beta_cap": [0.2, 0.5, 1.0], "anneal_steps": [1000, 4000]}
         return tune(seeds, grid, a.tune_model, a.tune_epochs)

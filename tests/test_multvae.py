@@ -96,6 +96,16 @@ def test_save_and_load_keep_the_id_maps(fitted: MultVAE, tmp_path: Path) -> None
     assert not list((tmp_path / "rec").glob("*.pkl")) and not list((tmp_path / "rec").glob("*.pt"))
 
 
+def test_item_names_travel_with_a_saved_recommender(tmp_path: Path) -> None:
+    inter = from_frame(planted(90))
+    inter.item_names = {f"i{j:02d}": f"Film {j}" for j in range(60)}
+    rec = MultVAE(**SMALL, epochs=2, batch_size=32, random_state=0).fit(inter)
+    assert rec.item_names_["i07"] == "Film 7"
+    rec.save_pretrained(tmp_path / "rec")
+    back = MultVAE.from_pretrained(tmp_path / "rec")
+    assert back.item_names_ == {k: v for k, v in inter.item_names.items() if k in set(rec.item_ids_)}
+
+
 def test_mult_dae_and_sparse_matrix_input() -> None:
     import scipy.sparse as sp
 
@@ -214,5 +224,28 @@ def test_cli_movielens_100k(capsys, tmp_path: Path) -> None:
 
     raw = li.read_movielens_100k()
     seen = set(raw.item_ids[raw.matrix[raw.user_ids.tolist().index(196)].indices].tolist())
-    items = [r["item"] for r in json.loads(stdout)]
+    rows = json.loads(stdout)
+    items = [r["item"] for r in rows]
     assert code == 0 and len(items) == 20 and not seen & set(items)
+    if (Path(li.find_movielens_100k()).with_name("u.item")).is_file():  # the titles travel with the run
+        assert raw.item_names["50"] == "Star Wars (1977)" and len(raw.item_names) == 1682
+        assert all(r["name"] == raw.item_names[str(r["item"])] for r in rows)
+        code, stdout, _ = cli(capsys, "recommend", str(out), "--user", "196", "--top", "3")
+        assert stdout.splitlines()[1] == "rank\titem\tscore\tname"
+        assert stdout.splitlines()[2].split("\t")[3] == raw.item_names[str(items[0])]
+
+
+def test_cli_recommend_with_item_names(csv_run: Path, capsys, tmp_path: Path) -> None:
+    (tmp_path / "names.csv").write_text("item,title\n" + "".join(f"i{j:02d},Film {j}\n" for j in range(0, 60, 2)))
+    code, out, _ = cli(capsys, "recommend", str(csv_run), "--user", "4", "--top", "60", "--names",
+                       str(tmp_path / "names.csv"), "--json")
+    rows = json.loads(out)
+    assert code == 0 and all(r["name"] == (f"Film {int(r['item'][1:])}" if int(r["item"][1:]) % 2 == 0 else "")
+                             for r in rows)
+    code, out, _ = cli(capsys, "recommend", str(csv_run), "--user", "4", "--top", "2")
+    assert code == 0 and out.splitlines()[1] == "rank\titem\tscore"  # no names known: no name column
+    (tmp_path / "bad.csv").write_text("item\ni00\n")
+    code, _, err = cli(capsys, "recommend", str(csv_run), "--user", "4", "--names", str(tmp_path / "bad.csv"))
+    assert code == 2 and "name column" in err
+    code, _, err = cli(capsys, "recommend", str(csv_run), "--user", "4", "--names", str(tmp_path / "none.csv"))
+    assert code == 2 and "no such file" in err

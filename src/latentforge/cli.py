@@ -325,27 +325,24 @@ def recommend(
                                            "optional 'rating'); folded in, no retraining."),
     top: int = typer.Option(20, "--top", help="How many items to recommend."),
     item_col: str = typer.Option("item", "--item-col", help="Item column of the --history file."),
-    json_out: bool = typer.Option(False, "--json", help="Print [{rank, item, score}, …] as JSON."),
+    names: Optional[Path] = typer.Option(None, "--names", help="CSV of item names (item + name columns) to show; "
+                                         "movielens-100k runs have the titles already."),
+    json_out: bool = typer.Option(False, "--json", help="Print [{rank, item, score[, name]}, …] as JSON."),
 ) -> None:
     """Top items for a known user (--user) or a new user's history (--history), never items they already have."""
-    from .tasks.recommend import Recommender, read_history
+    from .tasks.recommend import Recommender, read_history, read_item_names_csv, render_ranked
 
     _positive("--top", top)
     if (user is None) == (history is None):
         raise UserError("give exactly one of --user ID (a known user) or --history FILE.csv (a new user's items)")
     rec = Recommender.load(run)
+    item_names = read_item_names_csv(names, item_col=item_col) if names is not None else rec.item_names
     if user is not None:
         ranked, who = rec.for_user(user, top=top), f"user {user}"
     else:
         items, ratings = read_history(history, item_col=item_col, known=set(rec.index))
         ranked, who = rec.for_history(items, ratings=ratings, top=top, where=str(history)), f"{history.name} ({len(items)} items)"
-    if json_out:
-        typer.echo(json.dumps([{"rank": i + 1, "item": item, "score": score} for i, (item, score) in enumerate(ranked)]))
-        return
-    typer.echo(f"top {len(ranked)} for {who} (items the user has are excluded)")
-    typer.echo("rank\titem\tscore")
-    for i, (item, score) in enumerate(ranked):
-        typer.echo(f"{i + 1}\t{item}\t{score:.4f}")
+    typer.echo(render_ranked(ranked, who, item_names, as_json=json_out))
 
 
 @app.command()

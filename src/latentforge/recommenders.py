@@ -24,7 +24,7 @@ from sklearn.base import BaseEstimator
 from .checkpoint import CONFIG, read_json, save_model
 from .data.dataset import Dataset
 from .data.interactions import (Interactions, binarize, build, from_frame, histories_for, read_any,
-                                strong_generalization, write_histories)
+                                strong_generalization, write_histories, write_item_names)
 from .errors import UserError
 from .models import build_model
 from .tasks.recommend import Recommender
@@ -103,8 +103,9 @@ class MultVAE(BaseEstimator):
         self.history_ = result.history
         self.best_epoch_ = result.best_epoch
         self.recommender_ = Recommender(self.model_, histories_for(raw, positives, split.item_ids),
-                                        min_rating=self.min_rating)
+                                        min_rating=self.min_rating, item_names=raw.item_names)
         self.item_ids_ = self.recommender_.item_ids
+        self.item_names_ = self.recommender_.item_names  # id (as a string) → title, when the data has names
         return self
 
     def _fitted(self) -> Recommender:
@@ -132,6 +133,7 @@ class MultVAE(BaseEstimator):
         save_model(self.model_, directory, {"estimator": params})
         if rec.histories is not None:
             write_histories(directory, rec.histories)
+        write_item_names(directory, rec.item_names, rec.item_ids)
         return directory
 
     @classmethod
@@ -144,7 +146,7 @@ class MultVAE(BaseEstimator):
         est = cls(**params)
         est.model_ = rec.model.to(device)
         est.recommender_ = rec
-        est.item_ids_ = rec.item_ids
+        est.item_ids_, est.item_names_ = rec.item_ids, rec.item_names
         est.history_, est.best_epoch_ = [], None
         return est
 

@@ -23,6 +23,7 @@ from .dataset import Dataset, Splits
 MOVIELENS_100K = "movielens-100k"
 HISTORIES = "histories.safetensors"
 USERS = "users.json"
+ITEM_NAMES = "item_names.json"
 
 
 @dataclass
@@ -34,6 +35,7 @@ class Interactions:
     item_ids: np.ndarray
     name: str = "interactions"
     explicit: bool = False  # values are ratings, to binarise with ``min_rating``
+    item_names: dict[str, str] | None = None  # id_key(item) → display name (titles), when the data has them
 
 
 # ---------------------------------------------------------------- reading
@@ -170,7 +172,13 @@ def read_movielens_100k() -> Interactions:
 
     path = find_movielens_100k()
     df = pd.read_csv(path, sep="\t", header=None, names=["user", "item", "rating", "timestamp"])
-    return from_frame(df, name=MOVIELENS_100K)
+    inter = from_frame(df, name=MOVIELENS_100K)
+    titles = path.with_name("u.item")
+    if titles.is_file():  # movie id|title|release date|…, Latin-1 as GroupLens ships it
+        items = pd.read_csv(titles, sep="|", header=None, usecols=[0, 1], names=["item", "title"], encoding="latin-1",
+                            dtype={"item": np.int64, "title": str}, keep_default_na=False)
+        inter.item_names = {id_key(i): t for i, t in zip(items["item"], items["title"])}
+    return inter
 
 
 def read_any(spec: str, **columns) -> Interactions:
@@ -194,7 +202,7 @@ def binarize(inter: Interactions, min_rating: float = 4.0) -> Interactions:
         m.eliminate_zeros()
     else:
         m.data = np.ones_like(m.data)
-    return Interactions(m, inter.user_ids, inter.item_ids, name=inter.name, explicit=False)
+    return Interactions(m, inter.user_ids, inter.item_ids, name=inter.name, explicit=False, item_names=inter.item_names)
 
 
 def count(n: int | float, total: int) -> int:
@@ -291,7 +299,8 @@ def ranking_splits(raw: Interactions, *, min_rating: float = 4.0, min_items: int
         "kind": "interactions", "model_args": {"item_ids": item_ids},
         "validation": {"fold_in": s.val_in, "holdout": s.val_out} if s.val_in.shape[0] else None,
         "users": {k: len(v) for k, v in s.users.items()},
-        "run_files": [lambda d: save_histories(d, raw, positives, s.item_ids)],
+        "run_files": [lambda d: save_histories(d, raw, positives, s.item_ids),
+                      lambda d: write_item_names(d, raw.item_names, item_ids)],
     })
     test = Dataset(x=s.test_in, name=name, meta={"kind": "interactions", "holdout": s.test_out, "item_ids": item_ids})
     return Splits(train=train, test=test, name=name)
@@ -340,6 +349,23 @@ def write_histories(directory: Path, h: Histories) -> None:
         tensors[f"{name}.indices"] = torch.from_numpy(m.indices.astype(np.int32))
     save_tensors(directory / HISTORIES, tensors, {"n_items": str(h.liked.shape[1])})
     write_json(directory / USERS, {"user_ids": list(h.user_ids)})
+
+
+def write_item_names(directory: Path, names: dict[str, str] | None, item_ids: list) -> None:
+    """``item_names.json``: the display names of the model's items (only when the data has names)."""
+    from ..checkpoint import write_json
+
+    if names:
+        keys = [id_key(v) for v in item_ids]
+        write_json(Path(directory) / ITEM_NAMES, {"item_names": {k: names[k] for k in keys if k in names}})
+
+
+def read_item_names(directory: Path) -> dict[str, str] | None:
+    """The item names saved with a model, or None."""
+    from ..checkpoint import read_json
+
+    path = Path(directory) / ITEM_NAMES
+    return read_json(path)["item_names"] if path.is_file() else None
 
 
 def read_histories(directory: Path) -> Histories | None:

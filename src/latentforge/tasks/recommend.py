@@ -14,7 +14,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from ..data.interactions import Histories, id_key, read_histories
+from ..data.interactions import Histories, id_key, read_histories, read_item_names
 from ..errors import UserError
 from ..metrics.ranking import top_k
 
@@ -40,12 +40,15 @@ def model_scores(model: nn.Module):
 
 
 class Recommender:
-    """A trained recommender, its item ids and the known users' histories (if saved with it)."""
+    """A trained recommender, its item ids, the known users' histories and the items' display names
+    (each if saved with it)."""
 
-    def __init__(self, model: nn.Module, histories: Histories | None = None, *, min_rating: float = 4.0) -> None:
+    def __init__(self, model: nn.Module, histories: Histories | None = None, *, min_rating: float = 4.0,
+                 item_names: dict[str, str] | None = None) -> None:
         self.model, self.histories, self.min_rating = model, histories, min_rating
         self.item_ids = list(model.config.get("item_ids") or range(model.n_items))
         self.index = {id_key(v): i for i, v in enumerate(self.item_ids)}
+        self.item_names = item_names or {}
 
     @classmethod
     def load(cls, directory: str | Path) -> Recommender:
@@ -57,7 +60,7 @@ class Recommender:
             raise UserError(f"{directory}: model {model.registry_name!r} does not recommend; train mult-vae or mult-dae")
         config = read_json(Path(directory) / CONFIG)
         min_rating = (config.get("data_options") or {}).get("min_rating", config.get("estimator", {}).get("min_rating", 4.0))
-        return cls(model, read_histories(directory), min_rating=float(min_rating))
+        return cls(model, read_histories(directory), min_rating=float(min_rating), item_names=read_item_names(directory))
 
     def columns(self, items: Sequence, *, where: str = "history") -> np.ndarray:
         """Item ids → model columns; empty lists, duplicates and unknown ids are errors."""
@@ -147,6 +150,37 @@ def read_history(path: Path, *, item_col: str = "item", rating_col: str = "ratin
             raise UserError(f"{path}: ratings must be 0 or more, found {r.min():g}")
         ratings = r.tolist()
     return items, ratings
+
+
+def read_item_names_csv(path: Path, *, item_col: str = "item") -> dict[str, str]:
+    """Display names from a CSV: the item column and a ``name`` (or ``title``) column, else the first other one."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such file; give a CSV with '{item_col}' and 'name' columns")
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: cannot read the item names ({str(e).splitlines()[0]})") from None
+    others = [c for c in df.columns if c != item_col]
+    if item_col not in df.columns or not others:
+        raise UserError(f"{path}: need an {item_col!r} column and a name column (columns: {', '.join(df.columns)})")
+    name_col = next((c for c in ("name", "title") if c in others), others[0])
+    return {id_key(i): n for i, n in zip(df[item_col], df[name_col])}
+
+
+def render_ranked(ranked: list[tuple[object, float]], who: str, names: dict[str, str], *, as_json: bool = False) -> str:
+    """The recommendation list as a tab-separated table (a name column when names are known) or JSON."""
+    import json
+
+    rows = [{"rank": i + 1, "item": item, "score": score, **({"name": names.get(id_key(item), "")} if names else {})}
+            for i, (item, score) in enumerate(ranked)]
+    if as_json:
+        return json.dumps(rows)
+    lines = [f"top {len(ranked)} for {who} (items the user has are excluded)", "rank\titem\tscore" + "\tname" * bool(names)]
+    lines += ["\t".join([str(r["rank"]), str(r["item"]), f"{r['score']:.4f}", *([r["name"]] if names else [])]) for r in rows]
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- baselines
