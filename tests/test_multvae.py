@@ -146,6 +146,34 @@ def test_cli_train_writes_a_recommender_run(csv_run: Path) -> None:
     assert "ndcg@100" in report and (csv_run / "curves.png").exists()
     n_items = len(json.loads((csv_run / "config.json").read_text())["model_config"]["item_ids"])
     assert f"{n_items:,} values: " in report  # the item ids are summarised, not listed in full
+    examples = json.loads((csv_run / "examples.json").read_text())
+    assert len(examples) == 4 and "Example recommendations" in report and f"User {examples[0]['user']}" in report
+    ratings = planted(150)
+    for ex in examples:  # test users' lists: liked items are theirs, recommendations are not
+        mine = set(ratings.query("user == @ex['user'] and rating >= 4").item)
+        assert set(ex["liked"]) <= mine and not {r["item"] for r in ex["recommended"]} & set(ex["liked"])
+        assert all(r["item"] in mine for r in ex["recommended"] if r["hit"])
+
+
+def test_example_recommendations_mark_held_out_hits() -> None:
+    import scipy.sparse as sp
+
+    from latentforge.data.dataset import Dataset
+    from latentforge.tasks.recommend import example_recommendations
+
+    class Fixed(torch.nn.Module):  # scores item j as j: the top list is the highest unseen columns
+        def scores(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.arange(x.shape[1], dtype=torch.float32).expand(len(x), -1)
+
+    fold_in = sp.csr_matrix(np.array([[1, 0, 0, 0, 0, 1], [0, 1, 1, 0, 0, 0]], np.float32))
+    held = sp.csr_matrix(np.array([[0, 0, 0, 1, 0, 0], [0, 0, 0, 0, 0, 1]], np.float32))
+    test = Dataset(x=fold_in, meta={"holdout": held, "item_ids": list("abcdef"), "user_ids": [7, 9]})
+    out = example_recommendations(Fixed(), test, {"f": "Film F"}, top=3)
+    assert out[0] == {"user": 7, "folded_in": 2, "held_out": 1, "liked": ["a", "Film F"],
+                      "recommended": [{"item": "e", "hit": False}, {"item": "d", "hit": True},
+                                      {"item": "c", "hit": False}]}
+    assert out[1]["recommended"] == [{"item": "Film F", "hit": True}, {"item": "e", "hit": False},
+                                     {"item": "d", "hit": False}]
 
 
 def test_cli_evaluate_and_recommend(csv_run: Path, capsys, tmp_path: Path) -> None:

@@ -68,6 +68,7 @@ figure img{max-width:100%;min-width:min(100%,360px);image-rendering:pixelated;di
 figcaption{font-size:.9rem;color:#555;margin-top:.4rem} h2{font-size:1.15rem;margin:.2rem 0 .6rem}
 table{border-collapse:collapse;margin:.5rem 0 1.5rem} td,th{border-bottom:1px solid #ddd;padding:.3rem .8rem;text-align:left}
 td.num{text-align:right;font-variant-numeric:tabular-nums} .muted{color:#777;font-size:.85rem}
+li.hit{color:#1a7f37;font-weight:600}
 """
 
 
@@ -81,6 +82,24 @@ def _fmt(v) -> str:
 
 def _img(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def _examples(examples: list[dict]) -> list[str]:
+    """Example recommendations of a recommender run: per test user, items folded in and the top list,
+    hits (held-out items) marked."""
+    parts = ["<h2 style='margin-top:1.5rem'>Example recommendations</h2><p class='muted'>Test users the model never "
+             "trained on: it sees the items listed as liked (a sample of those folded in) and ranks every other "
+             "item; ✓ marks a recommendation that is one of the user's held-out items.</p><div class='grid'>"]
+    for ex in examples:
+        hits = sum(r["hit"] for r in ex["recommended"])
+        items = "".join(f"<li{' class=hit' if r['hit'] else ''}>{html.escape(str(r['item']))}{' ✓' if r['hit'] else ''}"
+                        "</li>" for r in ex["recommended"])
+        more = ex["folded_in"] - len(ex["liked"])
+        liked = ", ".join(html.escape(str(v)) for v in ex["liked"]) + (f", … ({more} more)" if more > 0 else "")
+        parts.append(f"<figure><h2>User {html.escape(str(ex['user']))}</h2><p class='muted'>Liked: {liked}</p>"
+                     f"<ol>{items}</ol><figcaption>{hits} of the top {len(ex['recommended'])} are among the "
+                     f"{ex['held_out']} held-out items.</figcaption></figure>")
+    return [*parts, "</div>"]
 
 
 def write_report(run_dir: Path) -> Path:
@@ -114,6 +133,8 @@ def write_report(run_dir: Path) -> Path:
             parts.append(f"<figure><h2>{heading}</h2><img alt='{heading}' src='{_img(run_dir / name)}'>"
                          f"<figcaption>{caption}</figcaption></figure>")
     parts.append("</div>")
+    if (run_dir / "examples.json").exists():
+        parts += _examples(json.loads((run_dir / "examples.json").read_text()))
     mc = config.get("model_config", {})
     parts.append("<h2 style='margin-top:1.5rem'>Configuration</h2><table>")
     for k, v in {**mc, **{f"train.{k}": v for k, v in train.items()}}.items():

@@ -201,6 +201,12 @@ def finish_run(run_dir: Path, model: nn.Module, splits: Splits, result: TrainRes
         metrics["best_epoch_stats"] = {k: v for k, v in result.history[result.best_epoch - 1].items() if k != "epoch"}
     write_json(run_dir / "metrics.json", metrics)
     write_pictures(run_dir, model, splits.test, result.history)
+    if hasattr(model, "scores") and "holdout" in splits.test.meta:  # a recommender: a few test users' lists
+        from .data.interactions import read_item_names
+        from .tasks.recommend import example_recommendations
+
+        examples = example_recommendations(model.cpu(), splits.test, read_item_names(run_dir))
+        write_json(run_dir / "examples.json", examples)
     write_report(run_dir)
 
 

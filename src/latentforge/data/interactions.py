@@ -302,7 +302,8 @@ def ranking_splits(raw: Interactions, *, min_rating: float = 4.0, min_items: int
         "run_files": [lambda d: save_histories(d, raw, positives, s.item_ids),
                       lambda d: write_item_names(d, raw.item_names, item_ids)],
     })
-    test = Dataset(x=s.test_in, name=name, meta={"kind": "interactions", "holdout": s.test_out, "item_ids": item_ids})
+    test = Dataset(x=s.test_in, name=name, meta={"kind": "interactions", "holdout": s.test_out, "item_ids": item_ids,
+                                                 "user_ids": s.users["test"].tolist()})
     return Splits(train=train, test=test, name=name)
 
 

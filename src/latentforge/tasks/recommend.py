@@ -152,6 +152,25 @@ def read_history(path: Path, *, item_col: str = "item", rating_col: str = "ratin
     return items, ratings
 
 
+def example_recommendations(model: nn.Module, test, names: dict[str, str] | None = None, *, users: int = 4,
+                            top: int = 10, shown: int = 8) -> list[dict]:
+    """What the report shows: for the first ``users`` test users, some of the items folded in and the
+    ``top`` recommended, each marked when it is one of the user's held-out items (a hit)."""
+    names = names or {}
+    item_ids = test.meta.get("item_ids") or list(range(test.x.shape[1]))
+    user_ids = test.meta.get("user_ids") or list(range(test.x.shape[0]))
+    fold_in, held = test.x[:users].tocsr(), test.meta["holdout"][:users].tocsr()
+    cols, vals = top_items(model_scores(model), fold_in, fold_in, top=top)
+    label = lambda c: names.get(id_key(item_ids[c])) or str(item_ids[c])  # noqa: E731
+    out = []
+    for u in range(fold_in.shape[0]):
+        liked, hidden = fold_in[u].indices, set(held[u].indices.tolist())
+        out.append({"user": user_ids[u], "folded_in": len(liked), "held_out": len(hidden),
+                    "liked": [label(c) for c in liked[:shown]],
+                    "recommended": [{"item": label(c), "hit": int(c) in hidden} for c in cols[u] if c >= 0]})
+    return out
+
+
 def read_item_names_csv(path: Path, *, item_col: str = "item") -> dict[str, str]:
     """Display names from a CSV: the item column and a ``name`` (or ``title``) column, else the first other one."""
     import pandas as pd
