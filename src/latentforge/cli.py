@@ -324,7 +324,7 @@ def recommend(
     history: Optional[Path] = typer.Option(None, "--history", help="CSV of a new user's items (an 'item' column, "
                                            "optional 'rating'); folded in, no retraining."),
     top: int = typer.Option(20, "--top", help="How many items to recommend."),
-    item_col: str = typer.Option("item", "--item-col", help="Item column of the --history file."),
+    item_col: str = typer.Option("item", "--item-col", help="Item column of the --history and --names files."),
     names: Optional[Path] = typer.Option(None, "--names", help="CSV of item names (item + name columns) to show; "
                                          "movielens-100k runs have the titles already."),
     json_out: bool = typer.Option(False, "--json", help="Print [{rank, item, score[, name]}, …] as JSON."),

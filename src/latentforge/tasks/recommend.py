@@ -160,7 +160,7 @@ def example_recommendations(model: nn.Module, test, names: dict[str, str] | None
     item_ids = test.meta.get("item_ids") or list(range(test.x.shape[1]))
     user_ids = test.meta.get("user_ids") or list(range(test.x.shape[0]))
     fold_in, held = test.x[:users].tocsr(), test.meta["holdout"][:users].tocsr()
-    cols, vals = top_items(model_scores(model), fold_in, fold_in, top=top)
+    cols, _ = top_items(model_scores(model), fold_in, fold_in, top=top)
     label = lambda c: names.get(id_key(item_ids[c])) or str(item_ids[c])  # noqa: E731
     out = []
     for u in range(fold_in.shape[0]):
