@@ -148,14 +148,14 @@ def plot_paired(seeds: list[int], results: dict, path: str) -> None:
     import matplotlib.pyplot as plt
 
     names = [n for n in results if n not in ("EASE", "popularity")]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.38 * len(seeds) + 2), 3.6))
+    fig, ax = plt.subplots(figsize=(max(7.5, 0.38 * len(seeds) + 4), 3.6))
     rng = np.random.default_rng(0)
     for j, name in enumerate(names):
         offset = (j - (len(names) - 1) / 2) * 0.22
         diffs = [r["per_user"] - e["per_user"] for r, e in zip(results[name], results["EASE"])]
         diffs = [d[~np.isnan(d)] for d in diffs]
         means = np.array([d.mean() for d in diffs])
-        boot = [np.percentile(d[rng.integers(0, len(d), (2000, len(d)))].mean(1), [2.5, 97.5]) for d in diffs]
+        boot = [np.percentile(d[rng.integers(0, len(d), (10_000, len(d)))].mean(1), [2.5, 97.5]) for d in diffs]
         err = np.abs(np.array(boot).T - means)
         x = np.arange(len(seeds)) + offset
         bars = ax.errorbar(x, means, yerr=err, fmt="o", ms=4, capsize=2, lw=1, label=f"{name}: mean {means.mean():+.4f}")
@@ -168,7 +168,7 @@ def plot_paired(seeds: list[int], results: dict, path: str) -> None:
     ax.set_xlabel("split (seed)")
     ax.set_ylabel("NDCG@100 − EASE's")
     ax.set_title("ML-100K test users: each model minus EASE, per split (95 % bootstrap intervals)", fontsize=10)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -103,7 +103,7 @@ def test_item_names_travel_with_a_saved_recommender(tmp_path: Path) -> None:
     assert rec.item_names_["i07"] == "Film 7"
     rec.save_pretrained(tmp_path / "rec")
     back = MultVAE.from_pretrained(tmp_path / "rec")
-    assert back.item_names_ == {k: v for k, v in inter.item_names.items() if k in set(rec.item_ids_)}
+    assert back.item_names_ == rec.item_names_ == {k: v for k, v in inter.item_names.items() if k in set(rec.item_ids_)}
 
 
 def test_mult_dae_and_sparse_matrix_input() -> None:
@@ -148,11 +148,15 @@ def test_cli_train_writes_a_recommender_run(csv_run: Path) -> None:
     assert f"{n_items:,} values: " in report  # the item ids are summarised, not listed in full
     examples = json.loads((csv_run / "examples.json").read_text())
     assert len(examples) == 4 and "Example recommendations" in report and f"User {examples[0]['user']}" in report
-    ratings = planted(150)
-    for ex in examples:  # test users' lists: liked items are theirs, recommendations are not
-        mine = set(ratings.query("user == @ex['user'] and rating >= 4").item)
-        assert set(ex["liked"]) <= mine and not {r["item"] for r in ex["recommended"]} & set(ex["liked"])
-        assert all(r["item"] in mine for r in ex["recommended"] if r["hit"])
+    test = ranking_splits(from_frame(planted(150))).test  # the run's split: the same data, seed and protocol
+    ids = test.meta["item_ids"]
+    for ex in examples:  # liked items are the user's folded-in ones; a hit is exactly a held-out item
+        row = test.meta["user_ids"].index(ex["user"])
+        folded = {ids[c] for c in test.x[row].indices}
+        held = {ids[c] for c in test.meta["holdout"][row].indices}
+        liked = {r["item"] for r in ex["liked"]}
+        assert liked <= folded and len(ex["recommended"]) == 10 and ex["held_out"] == len(held)
+        assert all(r["hit"] == (r["item"] in held) and r["item"] not in folded for r in ex["recommended"])
 
 
 def test_example_recommendations_mark_held_out_hits() -> None:
@@ -169,11 +173,11 @@ def test_example_recommendations_mark_held_out_hits() -> None:
     held = sp.csr_matrix(np.array([[0, 0, 0, 1, 0, 0], [0, 0, 0, 0, 0, 1]], np.float32))
     test = Dataset(x=fold_in, meta={"holdout": held, "item_ids": list("abcdef"), "user_ids": [7, 9]})
     out = example_recommendations(Fixed(), test, {"f": "Film F"}, top=3)
-    assert out[0] == {"user": 7, "folded_in": 2, "held_out": 1, "liked": ["a", "Film F"],
-                      "recommended": [{"item": "e", "hit": False}, {"item": "d", "hit": True},
-                                      {"item": "c", "hit": False}]}
-    assert out[1]["recommended"] == [{"item": "Film F", "hit": True}, {"item": "e", "hit": False},
-                                     {"item": "d", "hit": False}]
+    assert out[0] == {"user": 7, "folded_in": 2, "held_out": 1,
+                      "liked": [{"item": "a", "name": None}, {"item": "f", "name": "Film F"}],
+                      "recommended": [{"item": "e", "name": None, "hit": False}, {"item": "d", "name": None, "hit": True},
+                                      {"item": "c", "name": None, "hit": False}]}
+    assert [(r["item"], r["hit"]) for r in out[1]["recommended"]] == [("f", True), ("e", False), ("d", False)]
 
 
 def test_cli_evaluate_and_recommend(csv_run: Path, capsys, tmp_path: Path) -> None:
@@ -263,17 +267,42 @@ def test_cli_movielens_100k(capsys, tmp_path: Path) -> None:
         assert stdout.splitlines()[2].split("\t")[3] == raw.item_names[str(items[0])]
 
 
+def test_render_ranked_keeps_the_table_intact() -> None:
+    from latentforge.tasks.recommend import render_ranked
+
+    out = render_ranked([(100, 2.0), (7, 1.0)], "user 1", {"100": "A\ttitle\nwith breaks"})
+    assert out.splitlines()[2:] == ["1\t100\t2.0000\tA title with breaks", "2\t7\t1.0000\t"]
+    assert json.loads(render_ranked([(7, 1.0)], "u", {}, as_json=True)) == [{"rank": 1, "item": 7, "score": 1.0,
+                                                                             "name": None}]
+
+
+def test_item_names_file_ids_written_as_floats(tmp_path: Path) -> None:
+    from latentforge.tasks.recommend import read_item_names_csv
+
+    (tmp_path / "n.csv").write_text("movieId;title\n50.0;Star Wars\n7;Other\n")  # sniffed ';', float-looking ids
+    assert read_item_names_csv(tmp_path / "n.csv", item_col="movieId", known={"50"}) == {"50": "Star Wars", "7": "Other"}
+
+
 def test_cli_recommend_with_item_names(csv_run: Path, capsys, tmp_path: Path) -> None:
     (tmp_path / "names.csv").write_text("item,title\n" + "".join(f"i{j:02d},Film {j}\n" for j in range(0, 60, 2)))
     code, out, _ = cli(capsys, "recommend", str(csv_run), "--user", "4", "--top", "60", "--names",
                        str(tmp_path / "names.csv"), "--json")
     rows = json.loads(out)
-    assert code == 0 and all(r["name"] == (f"Film {int(r['item'][1:])}" if int(r["item"][1:]) % 2 == 0 else "")
+    assert code == 0 and all(r["name"] == (f"Film {int(r['item'][1:])}" if int(r["item"][1:]) % 2 == 0 else None)
                              for r in rows)
+    (tmp_path / "names.tsv").write_text("product\tname\n" + "".join(f"i{j:02d}\tFilm {j}\n" for j in range(60)))
+    code, out, _ = cli(capsys, "recommend", str(csv_run), "--user", "4", "--top", "3", "--item-col", "product",
+                       "--names", str(tmp_path / "names.tsv"))  # a TSV (sniffed) keyed by the --item-col column
+    line = out.splitlines()[2].split("\t")
+    assert code == 0 and line[3] == f"Film {int(line[1][1:])}"
     code, out, _ = cli(capsys, "recommend", str(csv_run), "--user", "4", "--top", "2")
     assert code == 0 and out.splitlines()[1] == "rank\titem\tscore"  # no names known: no name column
     (tmp_path / "bad.csv").write_text("item\ni00\n")
     code, _, err = cli(capsys, "recommend", str(csv_run), "--user", "4", "--names", str(tmp_path / "bad.csv"))
     assert code == 2 and "name column" in err
+    for wrong in ("item,name\nx1,Film\n", "item,name\n"):  # names for none of the model's items
+        (tmp_path / "wrong.csv").write_text(wrong)
+        code, _, err = cli(capsys, "recommend", str(csv_run), "--user", "4", "--names", str(tmp_path / "wrong.csv"))
+        assert code == 2 and "none of its" in err, err
     code, _, err = cli(capsys, "recommend", str(csv_run), "--user", "4", "--names", str(tmp_path / "none.csv"))
     assert code == 2 and "no such file" in err

@@ -324,10 +324,10 @@ def recommend(
     history: Optional[Path] = typer.Option(None, "--history", help="CSV of a new user's items (an 'item' column, "
                                            "optional 'rating'); folded in, no retraining."),
     top: int = typer.Option(20, "--top", help="How many items to recommend."),
-    item_col: str = typer.Option("item", "--item-col", help="Item column of the --history and --names files."),
+    item_col: str = typer.Option("item", "--item-col", help="Item column of the --history file (and of --names, which may also use 'item')."),
     names: Optional[Path] = typer.Option(None, "--names", help="CSV of item names (item + name columns) to show; "
                                          "movielens-100k runs have the titles already."),
-    json_out: bool = typer.Option(False, "--json", help="Print [{rank, item, score[, name]}, …] as JSON."),
+    json_out: bool = typer.Option(False, "--json", help="Print [{rank, item, score, name}, …] as JSON (name: null if unknown)."),
 ) -> None:
     """Top items for a known user (--user) or a new user's history (--history), never items they already have."""
     from .tasks.recommend import Recommender, read_history, read_item_names_csv, render_ranked
@@ -336,7 +336,7 @@ def recommend(
     if (user is None) == (history is None):
         raise UserError("give exactly one of --user ID (a known user) or --history FILE.csv (a new user's items)")
     rec = Recommender.load(run)
-    item_names = read_item_names_csv(names, item_col=item_col) if names is not None else rec.item_names
+    item_names = rec.item_names if names is None else read_item_names_csv(names, item_col=item_col, known=set(rec.index))
     if user is not None:
         ranked, who = rec.for_user(user, top=top), f"user {user}"
     else:

@@ -87,18 +87,19 @@ def _img(path: Path) -> str:
 def _examples(examples: list[dict]) -> list[str]:
     """Example recommendations of a recommender run: per test user, items folded in and the top list,
     hits (held-out items) marked."""
+    label = lambda r: html.escape(str(r.get("name") or r["item"]))  # noqa: E731
     parts = ["<h2 style='margin-top:1.5rem'>Example recommendations</h2><p class='muted'>Test users the model never "
-             "trained on: it sees the items listed as liked (a sample of those folded in) and ranks every other "
+             "trained on: it sees the items they liked (the first few by id are listed) and ranks every other "
              "item; ✓ marks a recommendation that is one of the user's held-out items.</p><div class='grid'>"]
     for ex in examples:
-        hits = sum(r["hit"] for r in ex["recommended"])
-        items = "".join(f"<li{' class=hit' if r['hit'] else ''}>{html.escape(str(r['item']))}{' ✓' if r['hit'] else ''}"
-                        "</li>" for r in ex["recommended"])
+        hits, top = sum(r["hit"] for r in ex["recommended"]), len(ex["recommended"])
+        items = "".join(f"<li{' class=hit' if r['hit'] else ''}>{label(r)}{' ✓' if r['hit'] else ''}</li>"
+                        for r in ex["recommended"])
         more = ex["folded_in"] - len(ex["liked"])
-        liked = ", ".join(html.escape(str(v)) for v in ex["liked"]) + (f", … ({more} more)" if more > 0 else "")
+        liked = ", ".join(label(r) for r in ex["liked"]) + (f", … ({more} more)" if more > 0 else "")
+        verdict = f"{hits} of the top {top} {'is' if hits == 1 else 'are'} among the {ex['held_out']} held-out items."
         parts.append(f"<figure><h2>User {html.escape(str(ex['user']))}</h2><p class='muted'>Liked: {liked}</p>"
-                     f"<ol>{items}</ol><figcaption>{hits} of the top {len(ex['recommended'])} are among the "
-                     f"{ex['held_out']} held-out items.</figcaption></figure>")
+                     f"<ol>{items}</ol><figcaption>{verdict}</figcaption></figure>")
     return [*parts, "</div>"]
 
 

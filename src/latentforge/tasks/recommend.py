@@ -6,6 +6,7 @@ Autoencoders for Sparse Data", arXiv:1905.03375).
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -154,51 +155,73 @@ def read_history(path: Path, *, item_col: str = "item", rating_col: str = "ratin
 
 def example_recommendations(model: nn.Module, test, names: dict[str, str] | None = None, *, users: int = 4,
                             top: int = 10, shown: int = 8) -> list[dict]:
-    """What the report shows: for the first ``users`` test users, some of the items folded in and the
-    ``top`` recommended, each marked when it is one of the user's held-out items (a hit)."""
+    """What the report shows: for the first ``users`` test users, the first ``shown`` items (by id) of
+    those folded in and the ``top`` recommended, each marked when it is one of the user's held-out
+    items (a hit). Items are ``{"item": id, "name": name or None}``."""
     names = names or {}
     item_ids = test.meta.get("item_ids") or list(range(test.x.shape[1]))
     user_ids = test.meta.get("user_ids") or list(range(test.x.shape[0]))
     fold_in, held = test.x[:users].tocsr(), test.meta["holdout"][:users].tocsr()
     cols, _ = top_items(model_scores(model), fold_in, fold_in, top=top)
-    label = lambda c: names.get(id_key(item_ids[c])) or str(item_ids[c])  # noqa: E731
+    item = lambda c: {"item": item_ids[c], "name": names.get(id_key(item_ids[c]))}  # noqa: E731
     out = []
     for u in range(fold_in.shape[0]):
         liked, hidden = fold_in[u].indices, set(held[u].indices.tolist())
         out.append({"user": user_ids[u], "folded_in": len(liked), "held_out": len(hidden),
-                    "liked": [label(c) for c in liked[:shown]],
-                    "recommended": [{"item": label(c), "hit": int(c) in hidden} for c in cols[u] if c >= 0]})
+                    "liked": [item(c) for c in liked[:shown]],
+                    "recommended": [{**item(c), "hit": int(c) in hidden} for c in cols[u] if c >= 0]})
     return out
 
 
-def read_item_names_csv(path: Path, *, item_col: str = "item") -> dict[str, str]:
-    """Display names from a CSV: the item column and a ``name`` (or ``title``) column, else the first other one."""
+def _name_key(v: str) -> str:
+    """``id_key`` for ids read as text: "100.0" is item 100, as it is in the training data."""
+    try:
+        f = float(v)
+    except ValueError:
+        return id_key(v)
+    return id_key(f) if f.is_integer() else id_key(v)
+
+
+def read_item_names_csv(path: Path, *, item_col: str = "item", known: set[str] | None = None) -> dict[str, str]:
+    """Display names from a CSV or TSV with a header: the item column (``item_col``, else ``item``) and a
+    ``name`` (or ``title``) column, else the first other one. With ``known`` (the model's item keys), a
+    file naming none of them is an error rather than a blank column."""
     import pandas as pd
 
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such file; give a CSV with '{item_col}' and 'name' columns")
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: cannot read the item names ({str(e).splitlines()[0]})") from None
-    others = [c for c in df.columns if c != item_col]
-    if item_col not in df.columns or not others:
-        raise UserError(f"{path}: need an {item_col!r} column and a name column (columns: {', '.join(df.columns)})")
+    try:  # the separator (comma, tab, semicolon, |) is sniffed from the file
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, sep=None, engine="python", index_col=False)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, csv.Error) as e:
+        raise UserError(f"{path}: cannot read the item names ({str(e).splitlines()[0]}); give a CSV with a header "
+                        f"row naming '{item_col}' and 'name' columns") from None
+    col = item_col if item_col in df.columns else "item"
+    others = [c for c in df.columns if c != col]
+    if col not in df.columns or not others:
+        raise UserError(f"{path}: need an {item_col!r} column and a name column, with a header row (columns: "
+                        f"{', '.join(map(str, df.columns))})")
     name_col = next((c for c in ("name", "title") if c in others), others[0])
-    return {id_key(i): n for i, n in zip(df[item_col], df[name_col])}
+    names = {_name_key(i.strip()): n for i, n in zip(df[col], df[name_col])}
+    if known is not None and not known & names.keys():
+        raise UserError(f"{path}: none of its {len(names)} item ids is one of the model's items (e.g. "
+                        f"{', '.join(list(known)[:3])}); check the {col!r} column")
+    return names
 
 
 def render_ranked(ranked: list[tuple[object, float]], who: str, names: dict[str, str], *, as_json: bool = False) -> str:
-    """The recommendation list as a tab-separated table (a name column when names are known) or JSON."""
+    """The recommendation list as a tab-separated table (a name column when names are known) or JSON
+    (``name`` is null where unknown)."""
     import json
 
-    rows = [{"rank": i + 1, "item": item, "score": score, **({"name": names.get(id_key(item), "")} if names else {})}
+    rows = [{"rank": i + 1, "item": item, "score": score, "name": names.get(id_key(item))}
             for i, (item, score) in enumerate(ranked)]
     if as_json:
         return json.dumps(rows)
+    clean = lambda v: " ".join(str(v or "").split())  # noqa: E731  (a tab or newline in a name would break the table)
     lines = [f"top {len(ranked)} for {who} (items the user has are excluded)", "rank\titem\tscore" + "\tname" * bool(names)]
-    lines += ["\t".join([str(r["rank"]), str(r["item"]), f"{r['score']:.4f}", *([r["name"]] if names else [])]) for r in rows]
+    lines += ["\t".join([str(r["rank"]), str(r["item"]), f"{r['score']:.4f}", *([clean(r["name"])] if names else [])])
+              for r in rows]
     return "\n".join(lines)
 
 
