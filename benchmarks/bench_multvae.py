@@ -57,14 +57,18 @@ def test_metrics(score_fn, splits) -> dict:
     return {**{m: float(np.nanmean(v)) for m, v in per.items()}, "per_user": per["ndcg@100"]}
 
 
+def user_differences(ours: list[np.ndarray], anchor: list[np.ndarray]) -> list[np.ndarray]:
+    """Per seed, each test user's NDCG@100 difference (users without held-out items dropped)."""
+    return [(a - b)[~np.isnan(a - b)] for a, b in zip(ours, anchor)]
+
+
 def paired_difference(ours: list[np.ndarray], anchor: list[np.ndarray],
                       resamples: int = 10_000) -> tuple[float, float, float]:
     """Mean over seeds of (ours − anchor) NDCG@100 and its 95 % interval from a paired bootstrap that
     resamples each seed's test users (both methods are scored on the same users, so their difference
     is far less noisy than either mean)."""
     rng = np.random.default_rng(0)
-    diffs = [a - b for a, b in zip(ours, anchor)]
-    diffs = [d[~np.isnan(d)] for d in diffs]
+    diffs = user_differences(ours, anchor)
     boot = np.mean([d[rng.integers(0, len(d), size=(resamples, len(d)))].mean(1) for d in diffs], axis=0)
     lo, hi = np.percentile(boot, [2.5, 97.5])
     return float(np.mean([d.mean() for d in diffs])), float(lo), float(hi)
@@ -152,8 +156,7 @@ def plot_paired(seeds: list[int], results: dict, path: str) -> None:
     rng = np.random.default_rng(0)
     for j, name in enumerate(names):
         offset = (j - (len(names) - 1) / 2) * 0.22
-        diffs = [r["per_user"] - e["per_user"] for r, e in zip(results[name], results["EASE"])]
-        diffs = [d[~np.isnan(d)] for d in diffs]
+        diffs = user_differences([r["per_user"] for r in results[name]], [e["per_user"] for e in results["EASE"]])
         means = np.array([d.mean() for d in diffs])
         boot = [np.percentile(d[rng.integers(0, len(d), (10_000, len(d)))].mean(1), [2.5, 97.5]) for d in diffs]
         err = np.abs(np.array(boot).T - means)

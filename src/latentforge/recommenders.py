@@ -23,8 +23,8 @@ from sklearn.base import BaseEstimator
 
 from .checkpoint import CONFIG, read_json, save_model
 from .data.dataset import Dataset
-from .data.interactions import (Interactions, binarize, build, from_frame, histories_for, id_key, read_any,
-                                strong_generalization, write_histories, write_item_names)
+from .data.interactions import (Interactions, binarize, build, from_frame, histories_for, names_of,
+                                read_any, strong_generalization, write_histories, write_item_names)
 from .errors import UserError
 from .models import build_model
 from .tasks.recommend import Recommender
@@ -102,10 +102,9 @@ class MultVAE(BaseEstimator):
         self.model_ = model.cpu().eval()
         self.history_ = result.history
         self.best_epoch_ = result.best_epoch
-        names = {k: raw.item_names[k] for k in map(id_key, split.item_ids.tolist()) if k in raw.item_names} \
-            if raw.item_names else None  # the model's items only, as save_pretrained keeps them
         self.recommender_ = Recommender(self.model_, histories_for(raw, positives, split.item_ids),
-                                        min_rating=self.min_rating, item_names=names)
+                                        min_rating=self.min_rating,
+                                        item_names=names_of(raw.item_names, split.item_ids.tolist()))
         self.item_ids_ = self.recommender_.item_ids
         self.item_names_ = self.recommender_.item_names  # id (as a string) → title, when the data has names
         return self

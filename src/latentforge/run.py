@@ -205,7 +205,7 @@ def finish_run(run_dir: Path, model: nn.Module, splits: Splits, result: TrainRes
         from .data.interactions import read_item_names
         from .tasks.recommend import example_recommendations
 
-        examples = example_recommendations(model.cpu(), splits.test, read_item_names(run_dir))
+        examples = example_recommendations(model, splits.test, read_item_names(run_dir))
         write_json(run_dir / "examples.json", examples)
     write_report(run_dir)
 

@@ -352,13 +352,19 @@ def write_histories(directory: Path, h: Histories) -> None:
     write_json(directory / USERS, {"user_ids": list(h.user_ids)})
 
 
+def names_of(names: dict[str, str] | None, item_ids) -> dict[str, str] | None:
+    """The display names of ``item_ids`` only (a model's items), or None when the data has no names."""
+    if not names:
+        return None
+    return {k: names[k] for k in map(id_key, item_ids) if k in names}
+
+
 def write_item_names(directory: Path, names: dict[str, str] | None, item_ids: list) -> None:
     """``item_names.json``: the display names of the model's items (only when the data has names)."""
     from ..checkpoint import write_json
 
     if names:
-        keys = [id_key(v) for v in item_ids]
-        write_json(Path(directory) / ITEM_NAMES, {"item_names": {k: names[k] for k in keys if k in names}})
+        write_json(Path(directory) / ITEM_NAMES, {"item_names": names_of(names, item_ids)})
 
 
 def read_item_names(directory: Path) -> dict[str, str] | None:
