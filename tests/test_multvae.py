@@ -84,6 +84,22 @@ def test_recommend_rejects_bad_requests(fitted: MultVAE, call, message: str) -> 
         call(fitted)
 
 
+def test_float_looking_item_ids_find_the_numeric_items(tmp_path: Path) -> None:
+    from latentforge.tasks.recommend import Recommender, read_history
+
+    torch.manual_seed(0)
+    rec = Recommender(build_model("mult-vae", input_shape=[5], latent_dim=4, item_ids=[10, 20, 30, 40, 50]))
+    assert rec.for_history(["10.0", "20"], top=5) == rec.for_history([10, 20], top=5)
+    assert {i for i, _ in rec.for_history(["10.0", "20"], top=5)} == {30, 40, 50}
+    with pytest.raises(UserError, match="listed 2 times"):
+        rec.columns(["10", "10.0"])
+    with pytest.raises(UserError, match=r"unknown item id\(s\) \(12.5\)"):
+        rec.columns(["10", "12.5"])
+    (tmp_path / "bare.csv").write_text("10.0\n30.0\n")  # a headerless list as a spreadsheet writes it
+    items, _ = read_history(tmp_path / "bare.csv", known=set(rec.index))
+    assert rec.columns(items).tolist() == [0, 2]
+
+
 def test_save_and_load_keep_the_id_maps(fitted: MultVAE, tmp_path: Path) -> None:
     fitted.save_pretrained(tmp_path / "rec")
     config = json.loads((tmp_path / "rec" / "config.json").read_text())

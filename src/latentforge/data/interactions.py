@@ -64,6 +64,26 @@ def id_key(v) -> str:
     return str(v).strip()
 
 
+def text_id_key(v) -> str:
+    """``id_key`` for an id read as text, where "100.0" (a spreadsheet's way of writing 100) is id 100."""
+    key = id_key(v)
+    try:
+        f = float(key)
+    except ValueError:
+        return key
+    return id_key(f) if f.is_integer() else key
+
+
+def find_key(v, index) -> str:
+    """The key under which ``index`` knows the id ``v``: its exact text first, then read as a number
+    ("100.0" finds 100); the exact text when neither is known, for the caller's error message."""
+    key = id_key(v)
+    if key in index:
+        return key
+    alt = text_id_key(key)
+    return alt if alt in index else key
+
+
 def from_frame(df, *, user_col: str = "user", item_col: str = "item", rating_col: str | None = "rating",
                name: str = "interactions") -> Interactions:
     """A table of interactions → :class:`Interactions`, rejecting what would silently mislead training."""
@@ -320,7 +340,7 @@ class Histories:
         index = getattr(self, "_index", None)
         if index is None:
             index = self._index = {id_key(u): i for i, u in enumerate(self.user_ids)}
-        key = id_key(user)
+        key = find_key(user, index)
         if key not in index:
             raise UserError(f"unknown user {user!r}: not in the training data ({len(self.user_ids)} users, e.g. "
                             f"{', '.join(map(str, self.user_ids[:3]))}); for a new user pass their items with --history")

@@ -15,7 +15,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from ..data.interactions import Histories, id_key, read_histories, read_item_names
+from ..data.interactions import Histories, find_key, id_key, read_histories, read_item_names, text_id_key
 from ..errors import UserError
 from ..metrics.ranking import top_k
 
@@ -64,8 +64,8 @@ class Recommender:
         return cls(model, read_histories(directory), min_rating=float(min_rating), item_names=read_item_names(directory))
 
     def columns(self, items: Sequence, *, where: str = "history") -> np.ndarray:
-        """Item ids → model columns; empty lists, duplicates and unknown ids are errors."""
-        keys = [id_key(v) for v in items]
+        """Item ids → model columns ("100.0" finds item 100); empty lists, duplicates and unknown ids are errors."""
+        keys = [find_key(v, self.index) for v in items]
         if not keys:
             raise UserError(f"{where}: no items; give at least one item the user interacted with")
         seen, dups = set(), []
@@ -127,7 +127,7 @@ def read_history(path: Path, *, item_col: str = "item", rating_col: str = "ratin
         raise UserError(f"{path}: no such file; give a CSV with an '{item_col}' column")
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
-        bare = df.shape[1] == 1 and (known is None or id_key(df.columns[0]) in known)
+        bare = df.shape[1] == 1 and (known is None or find_key(df.columns[0], known) in known)
         if item_col not in df.columns and bare:  # a bare list of ids, no header
             df = pd.read_csv(path, dtype=str, header=None, names=[item_col], keep_default_na=False)
     except pd.errors.EmptyDataError:
@@ -173,15 +173,6 @@ def example_recommendations(model: nn.Module, test, names: dict[str, str] | None
     return out
 
 
-def _name_key(v: str) -> str:
-    """``id_key`` for ids read as text: "100.0" is item 100, as it is in the training data."""
-    try:
-        f = float(v)
-    except ValueError:
-        return id_key(v)
-    return id_key(f) if f.is_integer() else id_key(v)
-
-
 def read_item_names_csv(path: Path, *, item_col: str = "item", known: set[str] | None = None) -> dict[str, str]:
     """Display names from a CSV or TSV with a header: the item column (``item_col``, else ``item``) and a
     ``name`` (or ``title``) column, else the first other one. With ``known`` (the model's item keys), a
@@ -202,7 +193,7 @@ def read_item_names_csv(path: Path, *, item_col: str = "item", known: set[str] |
         raise UserError(f"{path}: need an {item_col!r} column and a name column, with a header row (columns: "
                         f"{', '.join(map(str, df.columns))})")
     name_col = next((c for c in ("name", "title") if c in others), others[0])
-    names = {_name_key(i.strip()): n for i, n in zip(df[col], df[name_col])}
+    names = {text_id_key(i): n for i, n in zip(df[col], df[name_col])}
     if known is not None and not known & names.keys():
         raise UserError(f"{path}: none of its {len(names)} item ids is one of the model's items (e.g. "
                         f"{', '.join(list(known)[:3])}); check the {col!r} column")
