@@ -194,6 +194,11 @@ def test_example_recommendations_mark_held_out_hits() -> None:
                       "recommended": [{"item": "e", "name": None, "hit": False}, {"item": "d", "name": None, "hit": True},
                                       {"item": "c", "name": None, "hit": False}]}
     assert [(r["item"], r["hit"]) for r in out[1]["recommended"]] == [("f", True), ("e", False), ("d", False)]
+    lengths = [5, 1, 3, 2, 4, 6, 1, 2]  # users 10..17; the examples spread from short to long histories
+    many = sp.csr_matrix(np.arange(8)[None, :] < np.array(lengths)[:, None], dtype=np.float32)
+    test = Dataset(x=many, meta={"holdout": sp.csr_matrix(many.shape, dtype=np.float32), "user_ids": list(range(10, 18))})
+    out = example_recommendations(Fixed(), test, users=4, top=2)
+    assert [(ex["user"], ex["folded_in"]) for ex in out] == [(16, 1), (17, 2), (14, 4), (15, 6)]
 
 
 def test_cli_evaluate_and_recommend(csv_run: Path, capsys, tmp_path: Path) -> None:

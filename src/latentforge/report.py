@@ -89,8 +89,9 @@ def _examples(examples: list[dict]) -> list[str]:
     hits (held-out items) marked."""
     label = lambda r: html.escape(str(r.get("name") or r["item"]))  # noqa: E731
     parts = ["<h2 style='margin-top:1.5rem'>Example recommendations</h2><p class='muted'>Test users the model never "
-             "trained on: it sees the items they liked (the first few by id are listed) and ranks every other "
-             "item; ✓ marks a recommendation that is one of the user's held-out items.</p><div class='grid'>"]
+             "trained on, from short to long histories: it sees the items they liked (the first few by id are "
+             "listed) and ranks every other item; ✓ marks a recommendation that is one of the user's held-out "
+             "items.</p><div class='grid'>"]
     for ex in examples:
         hits, top = sum(r["hit"] for r in ex["recommended"]), len(ex["recommended"])
         items = "".join(f"<li{' class=hit' if r['hit'] else ''}>{label(r)}{' ✓' if r['hit'] else ''}</li>"

@@ -155,19 +155,23 @@ def read_history(path: Path, *, item_col: str = "item", rating_col: str = "ratin
 
 def example_recommendations(model: nn.Module, test, names: dict[str, str] | None = None, *, users: int = 4,
                             top: int = 10, shown: int = 8) -> list[dict]:
-    """What the report shows: for the first ``users`` test users, the first ``shown`` items (by id) of
+    """What the report shows: ``users`` test users spread from short to long histories (those at the
+    (i + ½)/users quantiles of the number of items folded in), the first ``shown`` items (by id) of
     those folded in and the ``top`` recommended, each marked when it is one of the user's held-out
     items (a hit). Items are ``{"item": id, "name": name or None}``."""
     names = names or {}
     item_ids = test.meta.get("item_ids") or list(range(test.x.shape[1]))
     user_ids = test.meta.get("user_ids") or list(range(test.x.shape[0]))
-    fold_in, held = test.x[:users].tocsr(), test.meta["holdout"][:users].tocsr()
+    x = test.x.tocsr()
+    order = np.argsort(np.diff(x.indptr), kind="stable")
+    rows = order if len(order) <= users else order[((np.arange(users) + 0.5) * len(order) / users).astype(int)]
+    fold_in, held = x[rows], test.meta["holdout"].tocsr()[rows]
     cols, _ = top_items(model_scores(model), fold_in, fold_in, top=top)
     item = lambda c: {"item": item_ids[c], "name": names.get(id_key(item_ids[c]))}  # noqa: E731
     out = []
     for u in range(fold_in.shape[0]):
         liked, hidden = fold_in[u].indices, set(held[u].indices.tolist())
-        out.append({"user": user_ids[u], "folded_in": len(liked), "held_out": len(hidden),
+        out.append({"user": user_ids[rows[u]], "folded_in": len(liked), "held_out": len(hidden),
                     "liked": [item(c) for c in liked[:shown]],
                     "recommended": [{**item(c), "hit": int(c) in hidden} for c in cols[u] if c >= 0]})
     return out
