@@ -37,6 +37,17 @@ def mnist_dir() -> Path:
     return require_data("mnist", "t10k-images-idx3-ubyte.gz").parent
 
 
+def interactions_frame(n_users: int = 40, n_items: int = 30, seed: int = 0):
+    """Random explicit ratings (1–5) of string users on integer items, 8–15 per user."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    rows = [(f"u{u}", 100 + i, float(rng.integers(1, 6))) for u in range(n_users)
+            for i in rng.choice(n_items, size=int(rng.integers(8, 16)), replace=False)]
+    return pd.DataFrame(rows, columns=["user", "item", "rating"])
+
+
 def lf(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run the real command line, ``python -m latentforge.cli ARGS``, capturing its output.
 

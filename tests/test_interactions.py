@@ -9,21 +9,13 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
-from conftest import require_data
+from conftest import interactions_frame, require_data
 
 from latentforge.data import Batcher, load_data
 from latentforge.data.dataset import Dataset
-from latentforge.data.interactions import (Histories, Interactions, binarize, find_key, from_frame, histories_for, id_key,
-                                           ranking_splits, read_histories, read_interactions, read_movielens_100k,
-                                           strong_generalization, text_id_key, write_histories)
+from latentforge.data.interactions import (Interactions, binarize, from_frame, ranking_splits, read_interactions,
+                                           read_movielens_100k, strong_generalization)
 from latentforge.errors import UserError
-
-
-def frame(n_users: int = 40, n_items: int = 30, seed: int = 0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    rows = [(f"u{u}", 100 + i, float(rng.integers(1, 6))) for u in range(n_users)
-            for i in rng.choice(n_items, size=int(rng.integers(8, 16)), replace=False)]
-    return pd.DataFrame(rows, columns=["user", "item", "rating"])
 
 
 def test_ids_are_sorted_and_keep_their_type() -> None:
@@ -49,7 +41,7 @@ def test_bad_tables_say_what_to_fix(df: pd.DataFrame, message: str) -> None:
 
 
 def test_readers_csv_tsv_npz_and_column_names(tmp_path: Path) -> None:
-    df = frame()
+    df = interactions_frame()
     df.rename(columns={"user": "uid", "item": "movie", "rating": "stars"}).to_csv(tmp_path / "r.csv", index=False)
     a = read_interactions(tmp_path / "r.csv", user_col="uid", item_col="movie", rating_col="stars")
     df.to_csv(tmp_path / "r.tsv", sep="\t", index=False)
@@ -70,8 +62,8 @@ def test_readers_csv_tsv_npz_and_column_names(tmp_path: Path) -> None:
 
 def test_parquet(tmp_path: Path) -> None:
     pytest.importorskip("pyarrow")
-    frame().to_parquet(tmp_path / "r.parquet")
-    assert read_interactions(tmp_path / "r.parquet").matrix.nnz == len(frame())
+    interactions_frame().to_parquet(tmp_path / "r.parquet")
+    assert read_interactions(tmp_path / "r.parquet").matrix.nnz == len(interactions_frame())
 
 
 def test_binarize_explicit_and_implicit() -> None:
@@ -82,7 +74,7 @@ def test_binarize_explicit_and_implicit() -> None:
 
 
 def test_strong_generalization_protocol() -> None:
-    pos = binarize(from_frame(frame(200)), 1)
+    pos = binarize(from_frame(interactions_frame(200)), 1)
     s = strong_generalization(pos, heldout_users=0.1, seed=3)
     users = [set(v.tolist()) for v in s.users.values()]
     assert len(users[1]) == len(users[2]) == 20 and not (users[0] & users[1] or users[0] & users[2] or users[1] & users[2])
@@ -95,11 +87,11 @@ def test_strong_generalization_protocol() -> None:
 
 
 def test_ranking_splits_feed_the_trainer_as_sparse_data() -> None:
-    splits = ranking_splits(from_frame(frame(200)), min_rating=1)
+    splits = ranking_splits(from_frame(interactions_frame(200)), min_rating=1)
     assert splits.train.is_sparse and splits.test.is_sparse and "holdout" in splits.test.meta
     assert splits.train.meta["model_args"]["item_ids"] == sorted(splits.train.meta["model_args"]["item_ids"])
     with pytest.raises(UserError, match="at least 3"):
-        ranking_splits(from_frame(frame(2)), min_rating=1)
+        ranking_splits(from_frame(interactions_frame(2)), min_rating=1)
 
 
 def test_sparse_batches_densify_exactly() -> None:
@@ -110,30 +102,6 @@ def test_sparse_batches_densify_exactly() -> None:
     got = torch.cat([xb.clone() for xb, _ in Batcher(ds.tensor(), batch_size=8, generator=g)])  # buffers are reused
     np.testing.assert_array_equal(got.numpy(), x.toarray()[order.numpy()])
     assert ds.head(5).shape == (5, 23) and len(ds) == 37 and ds.sample_shape == (23,)
-
-
-def test_id_keys_read_float_looking_text_as_the_number() -> None:
-    assert id_key(42.0) == id_key("42") == id_key(np.int64(42)) == "42" and id_key(" a ") == "a"
-    assert text_id_key("100.0") == "100" and text_id_key("1.5") == "1.5" and text_id_key("x1") == "x1"
-    index = {"100": 0, "1.0": 1, "1": 2, "a": 3}
-    assert find_key("100.0", index) == "100" and find_key(100.0, index) == "100"
-    assert find_key("1.0", index) == "1.0" and find_key("1", index) == "1"  # an exact match wins
-    assert find_key("7.0", index) == "7.0" and find_key("b", index) == "b"  # unknown: the text as given
-
-
-def test_histories_round_trip_keeps_ids(tmp_path: Path) -> None:
-    raw = from_frame(frame())
-    pos = binarize(raw, 4)
-    h = histories_for(raw, pos, raw.item_ids[::2])
-    write_histories(tmp_path, h)
-    back = read_histories(tmp_path)
-    assert back.user_ids == raw.user_ids.tolist()
-    assert (back.liked != h.liked).nnz == 0 and (back.seen != (h.seen != 0)).nnz == 0
-    assert back.user_ids[back.row("u3")] == "u3"
-    numeric = Histories([3, 7], h.liked[:2], h.seen[:2])  # integer user ids, as in MovieLens
-    assert numeric.row("7.0") == numeric.row(7) == numeric.row(" 7") == 1
-    with pytest.raises(UserError, match="unknown user"):
-        back.row("nobody")
 
 
 def test_movielens_100k_protocol_counts() -> None:

@@ -23,8 +23,8 @@ from sklearn.base import BaseEstimator
 
 from .checkpoint import CONFIG, read_json, save_model
 from .data.dataset import Dataset
-from .data.interactions import (Interactions, binarize, build, from_frame, histories_for, names_of,
-                                read_any, strong_generalization, write_histories, write_item_names)
+from .data.histories import histories_for, names_of, write_histories, write_item_names
+from .data.interactions import Interactions, binarize, build, from_frame, read_any, strong_generalization
 from .errors import UserError
 from .models import build_model
 from .tasks.recommend import Recommender

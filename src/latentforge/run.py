@@ -202,7 +202,7 @@ def finish_run(run_dir: Path, model: nn.Module, splits: Splits, result: TrainRes
     write_json(run_dir / "metrics.json", metrics)
     write_pictures(run_dir, model, splits.test, result.history)
     if hasattr(model, "scores") and "holdout" in splits.test.meta:  # a recommender: a few test users' lists
-        from .data.interactions import read_item_names
+        from .data.histories import read_item_names
         from .tasks.recommend import example_recommendations
 
         examples = example_recommendations(model, splits.test, read_item_names(run_dir))

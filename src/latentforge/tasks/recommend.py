@@ -15,7 +15,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from ..data.interactions import Histories, find_key, id_key, read_histories, read_item_names, text_id_key
+from ..data.histories import Histories, find_key, id_key, read_histories, read_item_names, text_id_key
 from ..errors import UserError
 from ..metrics.ranking import top_k
 
