@@ -62,6 +62,11 @@ def user_differences(ours: list[np.ndarray], anchor: list[np.ndarray]) -> list[n
     return [(a - b)[~np.isnan(a - b)] for a, b in zip(ours, anchor)]
 
 
+def bootstrap_means(d: np.ndarray, rng: np.random.Generator, resamples: int = 10_000) -> np.ndarray:
+    """Means of ``resamples`` resamples (with replacement) of one split's per-user differences."""
+    return d[rng.integers(0, len(d), size=(resamples, len(d)))].mean(1)
+
+
 def paired_difference(ours: list[np.ndarray], anchor: list[np.ndarray],
                       resamples: int = 10_000) -> tuple[float, float, float]:
     """Mean over seeds of (ours − anchor) NDCG@100 and its 95 % interval from a paired bootstrap that
@@ -69,7 +74,7 @@ def paired_difference(ours: list[np.ndarray], anchor: list[np.ndarray],
     is far less noisy than either mean)."""
     rng = np.random.default_rng(0)
     diffs = user_differences(ours, anchor)
-    boot = np.mean([d[rng.integers(0, len(d), size=(resamples, len(d)))].mean(1) for d in diffs], axis=0)
+    boot = np.mean([bootstrap_means(d, rng, resamples) for d in diffs], axis=0)
     lo, hi = np.percentile(boot, [2.5, 97.5])
     return float(np.mean([d.mean() for d in diffs])), float(lo), float(hi)
 
@@ -158,7 +163,7 @@ def plot_paired(seeds: list[int], results: dict, path: str) -> None:
         offset = (j - (len(names) - 1) / 2) * 0.22
         diffs = user_differences([r["per_user"] for r in results[name]], [e["per_user"] for e in results["EASE"]])
         means = np.array([d.mean() for d in diffs])
-        boot = [np.percentile(d[rng.integers(0, len(d), (10_000, len(d)))].mean(1), [2.5, 97.5]) for d in diffs]
+        boot = [np.percentile(bootstrap_means(d, rng), [2.5, 97.5]) for d in diffs]
         err = np.abs(np.array(boot).T - means)
         x = np.arange(len(seeds)) + offset
         bars = ax.errorbar(x, means, yerr=err, fmt="o", ms=4, capsize=2, lw=1, label=f"{name}: mean {means.mean():+.4f}")
