@@ -34,7 +34,7 @@ from sklearn.preprocessing import StandardScaler
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from latentforge.data import load_data  # noqa: E402
-from latentforge.data.named import data_dirs  # noqa: E402
+from latentforge.data.store import data_dirs  # noqa: E402
 from latentforge.detectors import AEDetector, DeepSVDD, EnsembleDetector  # noqa: E402
 
 TABLES = ["18_Ionosphere", "23_mammography", "28_pendigits", "2_annthyroid", "30_satellite", "32_shuttle",

@@ -34,7 +34,7 @@ from safetensors.torch import save_file
 from latentforge.data import load_data
 from latentforge.metrics.likelihood import iwae_nll, mean_elbo
 from latentforge.models import build_model
-from latentforge.run import prepare_splits
+from latentforge.tasks.base import prepare_splits
 from latentforge.train import TrainConfig, evaluate_loss, fit
 
 PUBLISHED = {"vae": 86.76, "iwae": 84.78}  # Burda et al. 2015, Table 1, one stochastic layer (IWAE: k = 50)

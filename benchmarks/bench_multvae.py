@@ -34,7 +34,7 @@ from latentforge.data.dataset import Dataset
 from latentforge.data.interactions import ranking_splits, read_movielens_100k
 from latentforge.metrics.ranking import evaluate_ranking
 from latentforge.models import build_model
-from latentforge.tasks.recommend import EASE, Popularity
+from latentforge.tasks.recommend import EASE, Popularity, validation_monitor
 from latentforge.train import TrainConfig, fit
 
 METRICS = ("ndcg@100", "recall@20", "recall@50")
@@ -53,7 +53,7 @@ PAPER = {"mult-vae": {"params": {"hidden": [600], "latent_dim": 200, "dropout": 
 
 def test_metrics(score_fn, splits) -> dict:
     """Mean test metrics, and the per-user NDCG@100 under ``"per_user"`` for the paired comparison."""
-    per = evaluate_ranking(score_fn, splits.test.x, splits.test.meta["holdout"], per_user=True)
+    per = evaluate_ranking(score_fn, splits.test.x, splits.extras.test_holdout, per_user=True)
     return {**{m: float(np.nanmean(v)) for m, v in per.items()}, "per_user": per["ndcg@100"]}
 
 
@@ -80,8 +80,8 @@ def paired_difference(ours: list[np.ndarray], anchor: list[np.ndarray],
 
 
 def val_ndcg(score_fn, splits) -> float:
-    v = splits.train.meta["validation"]
-    return evaluate_ranking(score_fn, v["fold_in"], v["holdout"], metrics=("ndcg@100",))["ndcg@100"]
+    r = splits.extras
+    return evaluate_ranking(score_fn, r.val_fold_in, r.val_holdout, metrics=("ndcg@100",))["ndcg@100"]
 
 
 def run_popularity(splits, seed: int) -> dict:
@@ -98,7 +98,8 @@ def train_model(name: str, splits, seed: int, *, params: dict, epochs: int, batc
     torch.manual_seed(seed)
     model = build_model(name, input_shape=[splits.train.x.shape[1]], **params)
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, progress=False)
-    result = fit(model, splits.train, None, cfg)
+    r = splits.extras  # the epoch with the best validation NDCG@100 is kept, as `latentforge train` does
+    result = fit(model, splits.train, None, cfg, monitor=validation_monitor(r.val_fold_in, r.val_holdout))
     return model, result
 
 

@@ -10,6 +10,7 @@ import torch
 from latentforge.data import Dataset
 from latentforge.models import build_model
 from latentforge.models.body import feature_scaling
+from latentforge.models.base import Batch
 
 
 def test_robust_scaling_uses_median_and_iqr_with_fallbacks() -> None:
@@ -86,7 +87,7 @@ def test_the_objective_is_trimmed_and_the_likelihood_is_not() -> None:
         torch.manual_seed(1)
         rec, kl = model.terms(x)
         torch.manual_seed(1)
-        out = {k: v.detach() for k, v in model.loss(x).items()}
+        out = {k: v.detach() for k, v in model.loss(Batch(x)).items()}
         per = (rec + kl).detach()
         assert float(out["loss"]) == pytest.approx(float(per.sort().values[:4].mean()), rel=1e-5)
         assert float(out["recon"]) == pytest.approx(float(rec.detach().mean()), rel=1e-5)

@@ -15,6 +15,7 @@ from latentforge.checkpoint import (CONFIG, TRAIN_STATE, WEIGHTS, load_model, lo
 from latentforge.data import load_data
 from latentforge.errors import UserError
 from latentforge.models import build_model
+from latentforge.models.base import Batch
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,7 @@ def trained(likelihood: str, digits, steps: int = 5, seed: int = 0, **kw) -> tup
     x = torch.from_numpy(digits.train.floats()[:64])
     for _ in range(steps):
         opt.zero_grad()
-        model.loss(x)["loss"].backward()
+        model.loss(Batch(x))["loss"].backward()
         opt.step()
     return model.eval(), opt
 
@@ -98,7 +99,7 @@ def test_training_state_roundtrip(tmp_path: Path, digits, monkeypatch) -> None:
         m.train()
         torch.manual_seed(0)
         o.zero_grad()
-        m.loss(x)["loss"].backward()
+        m.loss(Batch(x))["loss"].backward()
         o.step()
     for k, v in model.state_dict().items():
         assert torch.equal(v, model2.state_dict()[k]), k

@@ -9,6 +9,7 @@ import torch
 from latentforge.data import Dataset
 from latentforge.models import build_model
 from latentforge.models.deep_svdd import _mirror_decoder
+from latentforge.models.base import Batch
 
 
 def _table(n: int = 400, d: int = 6, seed: int = 0) -> Dataset:
@@ -79,7 +80,7 @@ def test_a_single_network_is_scored_by_its_raw_distance() -> None:
     ds = _table()
     model = build_model("deep-svdd", input_shape=[6], latent_dim=4, hidden=[16, 8], n_nets=1)
     model.prepare(ds)
-    model.after_epoch(ds)
+    model.on_epoch_end(1, ds, None)
     x = torch.from_numpy(ds.x[:10])
     torch.testing.assert_close(model.anomaly_score(x), model.distances(x)[:, 0])
 
@@ -94,15 +95,15 @@ def test_soft_boundary_sets_one_radius_per_network() -> None:
     model = build_model("deep-svdd", input_shape=[6], latent_dim=4, hidden=[16, 8], n_nets=2,
                         objective="soft-boundary", nu=0.2)
     model.prepare(ds)
-    model.after_epoch(ds)  # first epoch: the radius stays 0
+    model.on_epoch_end(1, ds, None)  # first epoch: the radius stays 0
     assert (model.radius == 0).all()
-    model.after_epoch(ds)
+    model.on_epoch_end(1, ds, None)
     with torch.no_grad():
         dist = model.distances(torch.from_numpy(ds.x))
     expected = torch.quantile(dist.sqrt(), 0.8, dim=0)
     torch.testing.assert_close(model.radius, expected)
     with torch.no_grad():
-        assert float(model.loss(torch.from_numpy(ds.x))["loss"]) > 0
+        assert float(model.loss(Batch(torch.from_numpy(ds.x)))["loss"]) > 0
 
 
 def test_runs_saved_before_several_networks_still_load(tmp_path) -> None:

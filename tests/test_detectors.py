@@ -63,7 +63,8 @@ def test_thresholds_give_the_promised_false_positive_rate() -> None:
     assert abs(det.labels_.mean() - 0.1) < 0.01
     det.set_threshold(contamination=0.2)
     assert abs(det.labels_.mean() - 0.2) < 0.01
-    assert det.contamination == 0.2 and det.threshold is None
+    # the rule in force is fitted state; the constructor parameters stay as given (clone gives the original)
+    assert det.threshold_rule_ == "contamination:0.2" and det.contamination is None and det.threshold == "fpr:0.05"
 
 
 def test_set_threshold_changes_labels_without_refit() -> None:

@@ -43,7 +43,7 @@ def test_fit_on_uint8_images(fitted: VAE, images) -> None:
     z = fitted.transform(images[:100])
     assert z.shape == (100, 4) and z.dtype == np.float32 and np.isfinite(z).all()
     xs = fitted.sample(10, seed=1)
-    assert xs.shape == (10, 1, 8, 8) and xs.min() >= 0.0 and xs.max() <= 1.0
+    assert xs.shape == (10, 8, 8) and xs.min() >= 0.0 and xs.max() <= 1.0  # shaped like X, in model units [0, 1]
     np.testing.assert_array_equal(xs, fitted.sample(10, seed=1))
     s = fitted.score_samples(images[:50])
     assert s.shape == (50,) and np.isfinite(s).all() and (s < 0).all()  # an ELBO in nats
@@ -51,8 +51,8 @@ def test_fit_on_uint8_images(fitted: VAE, images) -> None:
     np.testing.assert_array_equal(fitted.decision_function(images[:50]), -s)
     assert fitted.score(images[:50]) == pytest.approx(float(s.mean()))
     rec = fitted.reconstruct(images[:5])
-    assert rec.shape == (5, 1, 8, 8)
-    assert fitted.inverse_transform(z[:5]).shape == (5, 1, 8, 8)
+    assert rec.shape == (5, 8, 8)
+    assert fitted.inverse_transform(z[:5]).shape == (5, 8, 8)
 
 
 def test_scores_do_not_touch_the_global_rng(fitted: VAE, images) -> None:
@@ -107,10 +107,12 @@ def test_load_a_cli_run_directory(digits_run: Path) -> None:
     est = latentforge.load(digits_run)
     assert isinstance(est, VAE)
     floats = load_digits().images  # grey levels 0..16, as the run's data
-    z = est.transform(floats[:25])
+    z = est.transform(floats[:25].astype(np.int64))  # integers are read on the run's scale, decided at training
+    with pytest.raises(UserError, match=r"\[0, 1\]"):
+        est.transform(floats[:25])  # floats are model inputs: 0..16 is outside the Bernoulli range, not rescaled
     assert z.shape == (25, 20)
     xs = est.sample(9, seed=0)
-    assert xs.shape == (9, 1, 8, 8) and 0 <= xs.min() and xs.max() <= 1
+    assert xs.shape == (9, 1, 8, 8) and 0 <= xs.min() and xs.max() <= 1  # a run: shaped like its data
     # the estimator sees what the run's own model sees: digits / 16
     with torch.no_grad():
         want = est.model_.encode(torch.from_numpy(floats[:25].astype(np.float32)[:, None] / 16))[0].numpy()

@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from latentforge.checkpoint import load_model
+from latentforge.checkpoint import load_model, save_model
 from latentforge.cli import main
 from latentforge.data import load_data
 from latentforge.models import build_model
@@ -22,6 +22,7 @@ from latentforge.errors import UserError
 from latentforge.models.gan import DIVERSITY_WARMUP, DCGAN, WGANGP, gradient_penalty
 from latentforge.run import model_arguments
 from latentforge.train import TrainConfig, fit
+from latentforge.models.base import Batch
 
 GANS = ("dcgan", "wgan-gp")
 
@@ -97,7 +98,7 @@ def test_conv_networks_for_mnist_sized_images() -> None:
     model = build_model("dcgan", input_shape=[1, 28, 28], spectral_norm=True)
     assert model.config["arch"] == "conv"
     opts = model.configure_optimizers(2e-4)
-    out = model.training_step(torch.rand(4, 1, 28, 28), None, opts)
+    out = model.training_step(Batch(torch.rand(4, 1, 28, 28)), opts)
     assert all(torch.isfinite(v) for v in out.values())
     assert model.sample(3, seed=0).shape == (3, 1, 28, 28)
 
@@ -106,14 +107,14 @@ def test_save_and_load_give_identical_samples(tmp_path: Path, digits) -> None:
     train, _ = digits
     model = make("wgan-gp", spectral_norm=True)
     fit(model, train, None, TrainConfig(epochs=1, batch_size=64, progress=False))
-    model.save_pretrained(tmp_path / "m")
+    save_model(model, tmp_path / "m")
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "model.safetensors"]
-    again = WGANGP.from_pretrained(tmp_path / "m")
+    again = load_model(tmp_path / "m", expect=WGANGP)
     assert torch.equal(model.sample(16, seed=3), again.sample(16, seed=3))
     assert again.steps == model.steps and again.config == model.config
     assert torch.equal(load_model(tmp_path / "m").sample(4, seed=0), model.sample(4, seed=0))
     with pytest.raises(Exception, match="not a dcgan"):
-        DCGAN.from_pretrained(tmp_path / "m")
+        load_model(tmp_path / "m", expect=DCGAN)
 
 
 def test_resume_equals_a_straight_run(tmp_path: Path, digits) -> None:
@@ -144,11 +145,11 @@ def test_collapse_is_flagged_and_warned(tmp_path: Path, capsys) -> None:
     model = make("dcgan", ema=0.0)
     opts = model.configure_optimizers(1e-3)
     x = torch.rand(32, 1, 8, 8)
-    model.training_step(x, None, opts)
+    model.training_step(Batch(x), opts)
     model.g_steps = DIVERSITY_WARMUP
     model.diversity_level.fill_(0.3)  # as diverse as the data until now …
     torch.nn.init.zeros_(model.generator[-1].weight)  # … then every z gives the same image
-    out = model.training_step(x, None, opts)
+    out = model.training_step(Batch(x), opts)
     assert out["collapse"] == 1 and out["diversity"] < 1e-6
     model.epoch_artifacts(7, tmp_path)
     assert "epoch 7" in capsys.readouterr().err and model.collapsed == 0

@@ -88,8 +88,8 @@ def test_strong_generalization_protocol() -> None:
 
 def test_ranking_splits_feed_the_trainer_as_sparse_data() -> None:
     splits = ranking_splits(from_frame(interactions_frame(200)), min_rating=1)
-    assert splits.train.is_sparse and splits.test.is_sparse and "holdout" in splits.test.meta
-    assert splits.train.meta["model_args"]["item_ids"] == sorted(splits.train.meta["model_args"]["item_ids"])
+    assert splits.train.is_sparse and splits.test.is_sparse and splits.extras.test_holdout.shape == splits.test.x.shape
+    assert splits.extras.item_ids == sorted(splits.extras.item_ids)
     with pytest.raises(UserError, match="at least 3"):
         ranking_splits(from_frame(interactions_frame(2)), min_rating=1)
 
@@ -109,4 +109,4 @@ def test_movielens_100k_protocol_counts() -> None:
     raw = read_movielens_100k()
     assert raw.matrix.shape == (943, 1682) and raw.matrix.nnz == 100_000
     splits = load_data("movielens-100k")
-    assert splits.train.meta["users"] == {"train": 750, "validation": 94, "test": 94}
+    assert splits.extras.users == {"train": 750, "validation": 94, "test": 94}

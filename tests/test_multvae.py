@@ -18,7 +18,7 @@ from latentforge.data.interactions import from_frame, ranking_splits
 from latentforge.errors import UserError
 from latentforge.metrics.ranking import evaluate_ranking
 from latentforge.models import build_model
-from latentforge.tasks.recommend import EASE, Popularity
+from latentforge.tasks.recommend import EASE, Popularity, validation_monitor
 from latentforge.train import TrainConfig, fit
 
 SMALL = {"hidden": [32], "latent_dim": 8}
@@ -48,8 +48,10 @@ def test_mult_vae_learns_planted_structure_that_popularity_cannot() -> None:
     splits = ranking_splits(from_frame(planted()), seed=1)
     torch.manual_seed(0)
     model = build_model("mult-vae", input_shape=[splits.train.x.shape[1]], anneal_steps=100, **SMALL)
-    result = fit(model, splits.train, None, TrainConfig(epochs=40, batch_size=32, seed=0))
-    test = (splits.test.x, splits.test.meta["holdout"])
+    r = splits.extras
+    result = fit(model, splits.train, None, TrainConfig(epochs=40, batch_size=32, seed=0),
+                 monitor=validation_monitor(r.val_fold_in, r.val_holdout))
+    test = (splits.test.x, splits.extras.test_holdout)
     ours = evaluate_ranking(lambda x: model.scores(x).numpy(), *test)
     pop = evaluate_ranking(Popularity().fit(splits.train.x).scores, *test)
     ease = evaluate_ranking(EASE(10.0).fit(splits.train.x).scores, *test)
@@ -164,12 +166,12 @@ def test_cli_train_writes_a_recommender_run(csv_run: Path) -> None:
     assert f"{n_items:,} values: " in report  # the item ids are summarised, not listed in full
     examples = json.loads((csv_run / "examples.json").read_text())
     assert len(examples) == 4 and "Example recommendations" in report and f"User {examples[0]['user']}" in report
-    test = ranking_splits(from_frame(planted(150))).test  # the run's split: the same data, seed and protocol
-    ids = test.meta["item_ids"]
+    split = ranking_splits(from_frame(planted(150)))  # the run's split: the same data, seed and protocol
+    test, ids = split.test, split.extras.item_ids
     for ex in examples:  # liked items are the user's folded-in ones; a hit is exactly a held-out item
-        row = test.meta["user_ids"].index(ex["user"])
+        row = split.extras.test_user_ids.index(ex["user"])
         folded = {ids[c] for c in test.x[row].indices}
-        held = {ids[c] for c in test.meta["holdout"][row].indices}
+        held = {ids[c] for c in split.extras.test_holdout[row].indices}
         liked = {r["item"] for r in ex["liked"]}
         assert liked <= folded and len(ex["recommended"]) == 10 and ex["held_out"] == len(held)
         assert all(r["hit"] == (r["item"] in held) and r["item"] not in folded for r in ex["recommended"])
@@ -179,7 +181,12 @@ def test_example_recommendations_mark_held_out_hits() -> None:
     import scipy.sparse as sp
 
     from latentforge.data.dataset import Dataset
+    from latentforge.data.interactions import RankingData
     from latentforge.tasks.recommend import example_recommendations
+
+    def ranking(holdout, item_ids, user_ids) -> RankingData:
+        return RankingData(item_ids=item_ids, test_holdout=holdout, test_user_ids=user_ids, val_fold_in=None,
+                           val_holdout=None, users={}, raw=None, positives=None)
 
     class Fixed(torch.nn.Module):  # scores item j as j: the top list is the highest unseen columns
         def scores(self, x: torch.Tensor) -> torch.Tensor:
@@ -187,8 +194,8 @@ def test_example_recommendations_mark_held_out_hits() -> None:
 
     fold_in = sp.csr_matrix(np.array([[1, 0, 0, 0, 0, 1], [0, 1, 1, 0, 0, 0]], np.float32))
     held = sp.csr_matrix(np.array([[0, 0, 0, 1, 0, 0], [0, 0, 0, 0, 0, 1]], np.float32))
-    test = Dataset(x=fold_in, meta={"holdout": held, "item_ids": list("abcdef"), "user_ids": [7, 9]})
-    out = example_recommendations(Fixed(), test, {"f": "Film F"}, top=3)
+    test = Dataset(x=fold_in)
+    out = example_recommendations(Fixed(), test, ranking(held, list("abcdef"), [7, 9]), {"f": "Film F"}, top=3)
     assert out[0] == {"user": 7, "folded_in": 2, "held_out": 1,
                       "liked": [{"item": "a", "name": None}, {"item": "f", "name": "Film F"}],
                       "recommended": [{"item": "e", "name": None, "hit": False}, {"item": "d", "name": None, "hit": True},
@@ -196,8 +203,9 @@ def test_example_recommendations_mark_held_out_hits() -> None:
     assert [(r["item"], r["hit"]) for r in out[1]["recommended"]] == [("f", True), ("e", False), ("d", False)]
     lengths = [5, 1, 3, 2, 4, 6, 1, 2]  # users 10..17; the examples spread from short to long histories
     many = sp.csr_matrix(np.arange(8)[None, :] < np.array(lengths)[:, None], dtype=np.float32)
-    test = Dataset(x=many, meta={"holdout": sp.csr_matrix(many.shape, dtype=np.float32), "user_ids": list(range(10, 18))})
-    out = example_recommendations(Fixed(), test, users=4, top=2)
+    test = Dataset(x=many)
+    out = example_recommendations(Fixed(), test, ranking(sp.csr_matrix(many.shape, dtype=np.float32), list(range(8)),
+                                                         list(range(10, 18))), users=4, top=2)
     assert [(ex["user"], ex["folded_in"]) for ex in out] == [(16, 1), (17, 2), (14, 4), (15, 6)]
 
 

@@ -12,6 +12,7 @@ import torch
 from latentforge.data import load_data
 from latentforge.errors import UserError
 from latentforge.models import build_model
+from latentforge.models.vae import VAE
 from latentforge.train import TrainConfig, TrainingDiverged, fit
 
 
@@ -110,7 +111,7 @@ def test_nan_guard_keeps_the_last_good_checkpoint(tmp_path: Path, digits, monkey
     before = _digest(tmp_path)
     assert "checkpoint/model.safetensors" in before and "history.csv" in before
 
-    monkeypatch.setenv("LATENTFORGE_NO_FUSED", "1")  # the generic step calls model.loss
+    monkeypatch.setattr(VAE, "use_fused_step", False)  # the generic step calls model.loss
     model = small_vae()
     real_loss = model.loss
     calls = {"n": 0}
@@ -129,7 +130,7 @@ def test_nan_guard_keeps_the_last_good_checkpoint(tmp_path: Path, digits, monkey
     assert "--lr" in str(info.value) and "epoch 1" in str(info.value)  # says what is kept and what to do
     assert _digest(tmp_path) == before  # byte for byte: the epoch-1 checkpoint and history are intact
     again = small_vae()
-    monkeypatch.delenv("LATENTFORGE_NO_FUSED")
+    monkeypatch.setattr(VAE, "use_fused_step", True)
     fit(again, digits.train, None, cfg(2), run_dir=tmp_path, resume=True)  # and it still resumes
 
 

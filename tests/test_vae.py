@@ -15,6 +15,7 @@ from latentforge.models import build_model
 from latentforge.models.likelihoods import cb_log_norm, cb_mean, cb_nll
 from latentforge.models.vae_step import FusedVAEStep, supports_fused_step
 from latentforge.train import TrainConfig, fit
+from latentforge.models.base import Batch
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,7 @@ def test_loss_terms_match_an_independent_computation(digits, beta: float) -> Non
     model = vae(beta=beta)
     x = torch.from_numpy(digits.train.floats()[:100])
     torch.manual_seed(3)
-    out = model.loss(x)
+    out = model.loss(Batch(x))
     assert set(out) >= {"loss", "recon", "kl"}
     torch.testing.assert_close(out["loss"], out["recon"] + beta * out["kl"])
     with torch.no_grad():  # the same ELBO with torch.distributions and the same ε
@@ -124,7 +125,7 @@ def test_fused_step_matches_autograd(digits, hidden, beta, batch) -> None:
     step = FusedVAEStep(fused_model, torch.optim.Adam(fused_model.parameters(), lr=1e-3))
     x = torch.from_numpy(digits.train.floats()[:batch])
     torch.manual_seed(11)
-    out = ref.loss(x)
+    out = ref.loss(Batch(x))
     out["loss"].backward()
     torch.manual_seed(11)
     got = step(x)
@@ -148,7 +149,7 @@ def test_fused_step_20_adam_steps_match_torch_adam(digits, hidden) -> None:
     for i in range(20):
         xb = x[perm[i * 64 : i * 64 + 64]]
         torch.manual_seed(i)
-        out = ref.loss(xb)
+        out = ref.loss(Batch(xb))
         opt.zero_grad()
         out["loss"].backward()
         opt.step()

@@ -12,8 +12,8 @@ from .errors import UserError  # noqa: E402
 _LAZY = {
     "VAE": "estimators", "BetaVAE": "estimators", "CVAE": "estimators", "AutoEncoder": "estimators",
     "DenoisingAutoEncoder": "estimators", "load": "estimators",
-    "MultVAE": "recommenders", "MultDAE": "recommenders",
-    "DeepSVDD": "detectors", "AEDetector": "detectors", "EnsembleDetector": "detectors",
+    "MultVAE": "estimators", "MultDAE": "estimators",
+    "DeepSVDD": "estimators", "AEDetector": "estimators", "EnsembleDetector": "estimators",
 }
 
 __all__ = ["UserError", "__version__", *_LAZY]

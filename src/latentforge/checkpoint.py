@@ -8,68 +8,26 @@ half-written file where a good one was.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .errors import UserError
-from .models import build_model
+from .io import load_tensors, read_json, read_json_object, save_tensors, write_json
+from .models import model_class
+from .settings import SettingError
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 TRAIN_STATE = "checkpoint"
 
-
-def write_json(path: Path, obj: Any) -> None:
-    """Atomically write JSON (temp file in the same folder, then rename)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, default=_jsonable)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
-def _jsonable(o: Any) -> Any:
-    if hasattr(o, "tolist"):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
-
-
-def read_json(path: Path) -> dict:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise UserError(f"{path} is missing") from None
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path} is corrupt ({e}); restore it or train again") from None
-
-
-def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    fd, tmp = tempfile.mkstemp(dir=Path(path).parent, prefix=f".{Path(path).name}.")
-    os.close(fd)
-    save_file({k: v.detach().cpu().clone() for k, v in tensors.items()}, tmp, metadata=metadata)
-    os.replace(tmp, path)
-
-
-def load_tensors(path: Path) -> dict[str, torch.Tensor]:
-    if not Path(path).exists():
-        raise UserError(f"{path} is missing; this is not a complete latentforge run directory")
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise UserError(f"{path} is corrupt or not a safetensors file ({e}); restore it or train again") from None
+__all__ = ["CONFIG", "WEIGHTS", "TRAIN_STATE", "read_json", "write_json", "save_tensors", "load_tensors",
+           "save_model", "load_model", "read_config", "save_training_state", "load_training_state",
+           "load_training_extra"]
 
 
 def save_model(model: nn.Module, directory: Path, extra: dict | None = None) -> None:
@@ -83,32 +41,48 @@ def save_model(model: nn.Module, directory: Path, extra: dict | None = None) -> 
     write_json(directory / CONFIG, config)
 
 
-def load_model(directory: Path, *, device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild a model from ``config.json`` and load its weights, with clear errors on mismatch."""
+def read_config(directory: Path) -> dict:
+    """``config.json`` of a run or saved model, checked to be one before anything is built from it."""
     directory = Path(directory)
     if not directory.is_dir():
         raise UserError(f"{directory}: no such run directory; give the folder that `latentforge train` wrote")
     if not (directory / CONFIG).exists():
-        raise UserError(f"{directory}: not a latentforge run directory (no {CONFIG}); give the folder that `latentforge train` wrote")
-    config = read_json(directory / CONFIG)
-    if "model" not in config or "model_config" not in config:
-        raise UserError(f"{directory / CONFIG}: has no 'model'/'model_config' entries; it was not written by latentforge")
-    from .models import MODELS
+        raise UserError(f"{directory}: not a latentforge run directory (no {CONFIG}); give the folder that "
+                        "`latentforge train` wrote")
+    config = read_json_object(directory / CONFIG)
+    if not isinstance(config.get("model"), str) or not isinstance(config.get("model_config"), dict):
+        raise UserError(f"{directory / CONFIG}: has no valid 'model'/'model_config' entries; it was not written by "
+                        "latentforge, or it was edited")
+    return config
 
+
+def load_model(directory: Path, *, device: str | torch.device = "cpu", expect: type | None = None) -> nn.Module:
+    """Rebuild a model from ``config.json`` and load its weights, with clear errors on mismatch (``expect``: the
+    class the caller needs; another is refused before anything is built)."""
+    directory = Path(directory)
+    config = read_config(directory)
+    cls = model_class(config["model"])
+    if expect is not None and not issubclass(cls, expect):
+        raise UserError(f"{directory} holds a {config['model']}, not a {getattr(expect, 'registry_name', '') or expect.__name__}")
     state = load_tensors(directory / WEIGHTS)
-    model_config = config["model_config"]
-    upgrade = getattr(MODELS.get(config["model"]), "upgrade_saved", None)
-    if upgrade is not None:  # a model may read what older versions of itself wrote
-        model_config, state = upgrade(dict(model_config), state)
+    model_config, state = cls.upgrade_saved(dict(config["model_config"]), state)  # older versions' files
     try:
-        model = build_model(config["model"], **model_config)
-    except (TypeError, ValueError) as e:
+        model = cls(**model_config)
+    except SettingError as e:
+        raise UserError(f"{directory / CONFIG}: model_config does not fit model {config['model']!r} ({e}); restore "
+                        "the file or train again") from None
+    except (TypeError, ValueError, RuntimeError, MemoryError) as e:
         raise UserError(f"{directory / CONFIG}: model_config does not fit model {config['model']!r} ({e})") from None
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
         first = str(e).strip().splitlines()[1:2] or [str(e)]
-        raise UserError(f"{directory / WEIGHTS} does not match {CONFIG} ({first[0].strip()}); were they copied from different runs?") from None
+        raise UserError(f"{directory / WEIGHTS} does not match {CONFIG} ({first[0].strip()}); were they copied from "
+                        "different runs?") from None
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise UserError(f"{directory / WEIGHTS}: {len(bad)} tensors hold NaN/Inf (first {bad[0]!r}); the weights "
+                        "are damaged, restore them or train again")
     return model.to(device).eval()
 
 
@@ -167,15 +141,23 @@ def load_training_state(run_dir: Path, model: nn.Module, optimizers: dict[str, t
     ckpt = Path(run_dir) / TRAIN_STATE
     if not (ckpt / "state.json").exists():
         raise UserError(f"{run_dir}: nothing to resume (no {TRAIN_STATE}/ folder); train without --resume")
-    state = read_json(ckpt / "state.json")
+    state = read_json_object(ckpt / "state.json")
     try:
         model.load_state_dict(load_tensors(ckpt / WEIGHTS))
     except RuntimeError:
         raise UserError(f"{ckpt}: the checkpoint does not match this model's settings; resume with the run's own settings") from None
     tensors = load_tensors(ckpt / "train_state.safetensors")
-    for name, opt in optimizers.items():
-        opt.load_state_dict(_unflatten_optimizer(f"opt.{name}", tensors, state["optimizers"][name]))
-    rng = {k[4:]: v for k, v in tensors.items() if k.startswith("rng.")}
+    try:
+        if not isinstance(state["epoch"], int) or state["epoch"] < 0 or not isinstance(state["history"], list):
+            raise TypeError("epoch/history")
+        for name, opt in optimizers.items():
+            opt.load_state_dict(_unflatten_optimizer(f"opt.{name}", tensors, state["optimizers"][name]))
+        rng = {k[4:]: v for k, v in tensors.items() if k.startswith("rng.")}
+        if "torch" not in rng or "batches" not in rng:
+            raise KeyError("rng")
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as e:
+        raise UserError(f"{ckpt}: the training state is damaged ({type(e).__name__}: {e}); it cannot be resumed. "
+                        "Train again into a new --out") from None
     return state, rng
 
 

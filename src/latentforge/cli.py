@@ -7,7 +7,6 @@ Errors a user causes print one ``error: …`` line on stderr and exit with code 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -16,6 +15,8 @@ import typer
 
 from . import __version__
 from .errors import UserError
+from .io import atomic_path
+from .settings import SettingError
 
 app = typer.Typer(
     name="latentforge",
@@ -43,116 +44,112 @@ def _root(
     DEBUG["on"] = debug
 
 
-def _hidden(text: str, flag: str = "--hidden") -> list[int]:
-    try:
-        sizes = [int(t) for t in text.replace(" ", "").split(",") if t]
-    except ValueError:
-        raise UserError(f"{flag} must be comma-separated sizes like 400 or 512,256; got {text!r}") from None
-    if not sizes or any(s < 1 for s in sizes):
-        raise UserError(f"{flag} sizes must be positive integers, got {text!r}")
-    return sizes
-
-
 def _positive(name: str, value: int) -> None:
     if value < 1:
         raise UserError(f"{name} must be at least 1, got {value}")
 
 
-@app.command()
+def _model_help() -> str:
+    from .models import MODELS
+
+    by_task: dict[str, list[str]] = {}
+    for name, cls in MODELS.items():
+        by_task.setdefault(cls.task, []).append(name)
+    return "Model name, by task: " + "; ".join(f"{t}: {', '.join(ns)}" for t, ns in by_task.items()) + ". Default vae."
+
+
+def _epochs_help() -> str:
+    from .models import MODELS
+
+    own = ", ".join(f"{n} {c.default_epochs}" for n, c in MODELS.items() if c.default_epochs)
+    return f"Epochs to train (total, also with --resume). Default 10, 50 on the small digits set; {own}."
+
+
 def train(
-    model: str = typer.Argument("vae", help="Model name: vae, ae, dae, beta-vae, cvae, iwae (and the others "
-                                "registered: an unknown name lists them)."),
-    data: str = typer.Option("digits", "--data", help="Data name (digits, mnist, fashion-mnist, breastmnist, "
-                             "pneumoniamnist) or a path (.npy, .npz, .csv, .parquet, IDX, folder of images)."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs to train (total, also with --resume). "
-                                         "Default 10, 50 on the small digits set, 200 for mult-vae, 150 for mult-dae."),
+    model: Optional[str] = typer.Argument(None, help="(see below)", show_default=False),
+    data: Optional[str] = typer.Option(None, "--data", help="Data name (digits, mnist, fashion-mnist, breastmnist, "
+                                       "pneumoniamnist, movielens-100k) or a path (.npy, .npz, .csv, .parquet, IDX, "
+                                       "folder of images). Default digits."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="(see below)"),
     batch_size: int = typer.Option(128, "--batch-size", help="Mini-batch size."),
-    latent_dim: Optional[int] = typer.Option(None, "--latent-dim", help="Size of the latent code z (default 20)."),
-    hidden: Optional[str] = typer.Option(None, "--hidden", help="Hidden layer sizes, comma-separated (encoder; the "
-                                         "decoder mirrors it). Default 400."),
-    lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate."),
+    lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate (GANs: the generator's)."),
     seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives the same weights."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/<model>-<data>-<time>)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
-    likelihood: Optional[str] = typer.Option(None, "--likelihood", help="Decoder likelihood: auto, bernoulli, cb (continuous "
-                                   "Bernoulli) or gaussian. auto: bernoulli for values in [0, 1], else gaussian."),
     binarize: Optional[str] = typer.Option(None, "--binarize", help="dynamic or static: train and test on Bernoulli "
                                            "samples of grey levels (for likelihoods comparable with papers)."),
-    beta: Optional[float] = typer.Option(None, "--beta", help="Weight of the KL term (default 1 = the ELBO; beta-vae: 4)."),
-    arch: Optional[str] = typer.Option(None, "--arch", help="Network: mlp, conv or auto (conv for images of at "
-                                       "least 28x28, else mlp)."),
-    channels: Optional[str] = typer.Option(None, "--channels", help="Conv channels per stride-2 stage, e.g. 32,64."),
-    noise: Optional[str] = typer.Option(None, "--noise", help="dae corruption: gaussian:0.3, mask:0.5 or saltpepper:0.1."),
-    k: Optional[int] = typer.Option(None, "--k", help="iwae: importance samples in the training bound (default 5)."),
-    kl_warmup: Optional[int] = typer.Option(None, "--kl-warmup", help="beta-vae: steps to ramp the KL weight from 0 to beta."),
-    capacity: Optional[float] = typer.Option(None, "--capacity", help="beta-vae: target KL capacity in nats "
-                                             "(Burgess et al. 2018); grows linearly over --capacity-steps."),
-    capacity_steps: Optional[int] = typer.Option(None, "--capacity-steps", help="beta-vae: steps to reach --capacity."),
-    n_codes: Optional[int] = typer.Option(None, "--n-codes", help="vqvae: codebook size (default 128)."),
-    code_dim: Optional[int] = typer.Option(None, "--code-dim", help="vqvae: size of each codeword (default 32)."),
-    commitment: Optional[float] = typer.Option(None, "--commitment", help="vqvae: commitment cost (default 0.25)."),
-    objective: Optional[str] = typer.Option(None, "--objective", help="deep-svdd: one-class (default) or soft-boundary."),
-    nu: Optional[float] = typer.Option(None, "--nu", help="deep-svdd soft-boundary: share allowed outside (default 0.1)."),
-    pretrain: Optional[int] = typer.Option(None, "--pretrain", help="deep-svdd: epochs of autoencoder pretraining (0)."),
-    n_nets: Optional[int] = typer.Option(None, "--n-nets", help="deep-svdd: networks averaged (default 5; 1: the paper's)."),
-    scaling: Optional[str] = typer.Option(None, "--scaling", help="Tables: standard (mean/std) or robust (median/IQR, asinh)."),
-    trim: Optional[float] = typer.Option(None, "--trim", help="AE/VAE family: leave this share of worst-fit rows out of each batch."),
     eval_k: int = typer.Option(100, "--eval-k", help="Importance samples for the IWAE NLL in metrics.json (0: skip)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (auto picks CUDA when present)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (auto picks CUDA when present)."),
     compile: str = typer.Option("auto", "--compile", help="torch.compile the loss: auto, on or off."),
-    d_steps: Optional[int] = typer.Option(None, "--d-steps", help="dcgan, wgan-gp: discriminator (critic) steps per "
-                                          "generator step (default 1; wgan-gp 5). --lr is the generator's rate."),
-    lr_d: Optional[float] = typer.Option(None, "--lr-d", help="dcgan, wgan-gp: discriminator learning rate (default: --lr)."),
-    spectral_norm: Optional[bool] = typer.Option(None, "--spectral-norm/--no-spectral-norm", help="dcgan, wgan-gp: "
-                                                 "spectral normalisation of the discriminator (default off)."),
-    ema: Optional[float] = typer.Option(None, "--ema", help="dcgan, wgan-gp: decay of the generator's weight average "
-                                        "that samples are drawn from (default 0.999; 0: no averaging)."),
-    gp_weight: Optional[float] = typer.Option(None, "--gp-weight", help="wgan-gp: gradient penalty weight λ (default 10)."),
-    beta_cap: Optional[float] = typer.Option(None, "--beta-cap", help="mult-vae: the KL weight is annealed from 0 up "
-                                             "to this (default 0.2); the epoch best on validation users is kept."),
-    anneal_steps: Optional[int] = typer.Option(None, "--anneal-steps", help="mult-vae: updates over which the KL weight "
-                                               "rises to --beta-cap (0: from the start)."),
-    dropout: Optional[float] = typer.Option(None, "--dropout", help="mult-vae, mult-dae: input dropout (default 0.5)."),
-    l2: Optional[float] = typer.Option(None, "--l2", help="mult-vae, mult-dae: L2 penalty on the weights."),
+    patience: Optional[int] = typer.Option(None, "--patience", help="Early stopping: stop after this many epochs "
+                                           "without improvement of the value the task watches (default: off)."),
     min_rating: Optional[float] = typer.Option(None, "--min-rating", help="Interaction data: ratings at or above this "
                                                "are positives (default 4; data without ratings: every interaction)."),
     user_col: Optional[str] = typer.Option(None, "--user-col", help="Interaction data: user column (default user)."),
     item_col: Optional[str] = typer.Option(None, "--item-col", help="Interaction data: item column (default item)."),
     rating_col: Optional[str] = typer.Option(None, "--rating-col", help="Interaction data: rating column (default rating)."),
+    **settings,
 ) -> None:
-    """Train a model on a data set; writes a run directory with weights, metrics, pictures and report.html."""
-    from .run import train_run
+    """Train a model on a data set; writes a run directory with weights, metrics, pictures and report.html.
+
+    Model settings (--latent-dim, --hidden, …) apply to the models that declare them; each flag's help lists
+    every model's default. A flag a model does not take is an error.
+    """
+    from .cli_options import parse_flags
+    from .models import model_class
+    from .run import DEFAULT_DATA, DEFAULT_MODEL, train_run
     from .train import TrainConfig
 
+    ctx = settings.pop("ctx", None)
+    given = {n for n in (ctx.params if ctx is not None else {})
+             if getattr(ctx.get_parameter_source(n), "name", "") == "COMMANDLINE"}
     if epochs is None:
-        from .models import MODELS
+        name, data_name = model or DEFAULT_MODEL, data or DEFAULT_DATA
+        if resume and out is not None and (out / "config.json").exists():
+            from .checkpoint import read_config
 
-        epochs = getattr(MODELS.get(model), "default_epochs", None) or (50 if data == "digits" else 10)
-    for name, v in (("--epochs", epochs), ("--batch-size", batch_size), ("--latent-dim", latent_dim)):
-        if v is not None:
-            _positive(name, v)
+            saved = read_config(out)
+            name, data_name = saved["model"], saved.get("data", data_name)
+        cls = model_class(name)
+        epochs = cls.default_epochs or (50 if data_name == "digits" else 10)
     if eval_k < 0:
         raise UserError(f"--eval-k must be 0 or more, got {eval_k}")
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, compile=compile,
-                      binarize=binarize)
-    # model hyperparameters: only those the user set; run.model_arguments rejects any the model does not take
-    kwargs = {"latent_dim": latent_dim, "hidden": _hidden(hidden) if hidden is not None else None,
-              "likelihood": likelihood, "beta": beta, "arch": arch,
-              "channels": _hidden(channels, "--channels") if channels is not None else None,
-              "noise": noise, "k": k, "kl_warmup": kl_warmup, "capacity": capacity, "capacity_steps": capacity_steps,
-              "d_steps": d_steps, "lr_d": lr_d, "spectral_norm": spectral_norm, "ema": ema, "gp_weight": gp_weight,
-              "beta_cap": beta_cap, "anneal_steps": anneal_steps, "dropout": dropout, "l2": l2,
-              "objective": objective, "nu": nu, "pretrain": pretrain, "n_nets": n_nets,
-              "scaling": scaling, "trim": trim}
+                      binarize=binarize, patience=patience)
     data_options = {"min_rating": min_rating, "user_col": user_col, "item_col": item_col, "rating_col": rating_col}
-    run_dir = train_run(model, data, cfg, model_kwargs=kwargs, out=out, resume=resume, eval_k=eval_k,
-                        data_options=data_options)
+    run_dir = train_run(model, data, cfg, model_kwargs=parse_flags(settings), out=out, resume=resume, eval_k=eval_k,
+                        data_options=data_options, train_flags=given & set(TrainConfig.names()))
     _print_metrics(run_dir)
     typer.echo(f"run directory: {run_dir}")
     typer.echo(f"report: {run_dir / 'report.html'}")
 
-    if json.loads((run_dir / "metrics.json").read_text()).get("interrupted"):
-        raise typer.Exit(130)  # Ctrl-C: everything is saved, but the run is not complete
+
+def _register_train() -> None:
+    """``train`` with one flag per model setting, taken from the registered models' settings dataclasses."""
+    import inspect
+
+    from .cli_options import flag_parameters
+
+    sig = inspect.signature(train)
+    params = [p for p in sig.parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD]
+    params[0] = params[0].replace(default=typer.Argument(None, help=_model_help(), show_default=False))
+    params[2] = params[2].replace(default=typer.Option(None, "--epochs", help=_epochs_help()))
+    extra = flag_parameters()
+
+    def command(ctx: typer.Context, **values):
+        known = {p.name for p in params}
+        return train(**{k: v for k, v in values.items() if k in known}, ctx=ctx,
+                     **{k: v for k, v in values.items() if k not in known})
+
+    context = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
+    command.__signature__ = sig.replace(parameters=[context, *params, *extra])
+    command.__annotations__ = {p.name: p.annotation for p in [context, *params, *extra]}
+    command.__doc__ = train.__doc__
+    command.__name__ = "train"
+    app.command(name="train")(command)
+
+
+_register_train()
 
 
 def _print_metrics(run_dir: Path) -> None:
@@ -161,9 +158,14 @@ def _print_metrics(run_dir: Path) -> None:
     typer.echo(f"{m['model']} on {m['data']}, {m['epochs']} epochs in {m['train_seconds']:.1f}s: {shown}")
 
 
+MAX_SAMPLES = 1_000_000
+
+
 def _out_file(out: Path, allowed: tuple[str, ...]) -> Path:
     if out.suffix.lower() not in allowed:
         raise UserError(f"--out must end in {' or '.join(allowed)}, got {out.name!r}")
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder; give a file name ending in {' or '.join(allowed)}")
     if not out.parent.exists():
         raise UserError(f"{out.parent}: folder does not exist; create it first")
     return out
@@ -175,9 +177,8 @@ def _save_array_or_png(arr, out: Path) -> None:
     from .plots import save_samples
 
     if out.suffix.lower() == ".npy":
-        tmp = out.with_name(f".{out.name}.tmp.npy")
-        np.save(tmp, arr)
-        os.replace(tmp, out)
+        with atomic_path(out) as tmp:
+            np.save(tmp, arr)
     else:
         save_samples(arr.reshape(len(arr), -1, *arr.shape[-2:]) if arr.ndim == 4 else arr[:, None], out)
 
@@ -191,15 +192,24 @@ def sample(
     out: Path = typer.Option(..., "--out", help="Output file: .png (a grid) or .npy (the arrays)."),
 ) -> None:
     """Generate new samples from a trained model (no data needed)."""
+    from .models.base import Sampler
     from .run import load_run
 
     _positive("-n", n)
+    if n > MAX_SAMPLES:
+        raise UserError(f"-n {n} is more than {MAX_SAMPLES:,} samples at once; ask for fewer")
+    if seed is not None and not 0 <= seed < 2**63:
+        raise UserError(f"--seed must be in [0, 2**63), got {seed}")
     _out_file(out, (".png", ".npy"))
     model, _ = load_run(run)
-    if not hasattr(model, "sample"):
+    if not isinstance(model, Sampler):
         raise UserError(f"{run}: model {model.registry_name!r} cannot generate samples")
-    if label is not None and not getattr(model, "uses_labels", False):
+    if label is not None and not model.uses_labels:
         raise UserError(f"--label needs a conditional model (cvae); {run} holds a {model.registry_name}")
+    if model.uses_labels and (label is None or not 0 <= label < model.n_classes):
+        raise UserError(f"{run} holds a conditional model: give --label L with L in 0..{model.n_classes - 1}")
+    if out.suffix.lower() == ".png" and len(model.config["input_shape"]) != 3:
+        raise UserError(f"{run}: the model draws table rows, not images; write --out FILE.npy")
     import torch
 
     with torch.no_grad():
@@ -224,8 +234,10 @@ def reconstruct(
 
     _positive("-n", n)
     _out_file(out, (".png", ".npy"))
+    from .models.base import Reconstructor
+
     model, config = load_run(run)
-    if not hasattr(model, "reconstruct"):
+    if not isinstance(model, Reconstructor):
         raise UserError(f"{run}: model {model.registry_name!r} does not reconstruct")
     ds = run_test_data(config, data)
     x = torch.from_numpy(ds.floats()[:n])
@@ -240,34 +252,48 @@ def reconstruct(
     typer.echo(f"wrote {len(x)} reconstructions to {out}")
 
 
+MAX_K = 100_000
+IWAE_N = 1000
+
+
 @app.command()
 def evaluate(
     run: Path = typer.Argument(..., help="Run directory."),
     data: Optional[str] = typer.Option(None, "--data", help="Data name or path (default: the run's test set)."),
-    k: int = typer.Option(1000, "--k", help="Importance samples for the IWAE NLL (0: skip it)."),
-    iwae_n: Optional[int] = typer.Option(None, "--iwae-n", help="IWAE NLL on the first N test samples only."),
+    k: int = typer.Option(1000, "--k", help=f"Importance samples for the IWAE NLL (0: skip it; at most {MAX_K:,})."),
+    iwae_n: Optional[int] = typer.Option(IWAE_N, "--iwae-n", help="IWAE NLL on the first N test samples (the default "
+                                         "keeps an MLP MNIST run's evaluation under a minute on 2 CPU cores; give the test set's size for all)."),
     json_out: bool = typer.Option(False, "--json", help="Print metrics.json's shape as JSON on stdout."),
     features: str = typer.Option("mnist", "--features", help="Feature space of FID/KID/P/R: mnist (the shipped "
                                  "net, 28×28 grey), inception (your local inception-2015-12-05.pt) or a TorchScript file."),
 ) -> None:
-    """Evaluate a run on its test set (or --data): loss, ELBO, IWAE NLL, reconstruction, sample quality."""
-    from .metrics import evaluate_model
+    """Evaluate a run on its test set (or --data): loss, ELBO, IWAE NLL, reconstruction, sample quality.
+    The run's metrics.json is updated (with the settings used, under "evaluation") only for its own test set."""
     from .metrics.evaluate import quality_skip_reason
     from .metrics.extractors import resolve_features
-    from .run import load_run, run_test_data, update_metrics
+    from .models import model_class
+    from .run import load_run, update_metrics
+    from .tasks import get_task, run_splits
 
-    if k < 0:
-        raise UserError(f"--k must be 0 or more, got {k}")
+    if not 0 <= k <= MAX_K:
+        raise UserError(f"--k must be between 0 and {MAX_K:,}, got {k}")
     if iwae_n is not None and iwae_n < 1:
         raise UserError(f"--iwae-n must be at least 1, got {iwae_n}")
     extractor = resolve_features(features)
     model, config = load_run(run)
-    ds = run_test_data(config, data)
+    splits = run_splits(config, data)
+    from .run import check_compatible
+
+    check_compatible(config, splits.test)
+    ds = splits.test
     if features != "mnist" and (reason := quality_skip_reason(model, ds, extractor)):
         raise UserError(f"--features {features}: no sample quality for this run, {reason}")
-    test = evaluate_model(model, ds, k=k, max_iwae=iwae_n, progress=sys.stderr.isatty(), features=extractor)
-    if data is None or data == config["data"]:
-        metrics = update_metrics(run, test)
+    task = get_task(model_class(config["model"]).task)
+    print(f"evaluating {config['model']} on {len(ds):,} test samples…", file=sys.stderr)
+    test = task.evaluate(model, ds, splits, k=k, device="cpu", max_iwae=iwae_n, progress=sys.stderr.isatty(),
+                         features=extractor)
+    if data is None or data == config.get("data"):
+        metrics = update_metrics(run, test, {"iwae_k": k, "iwae_n": test.get("iwae_n"), "features": features})
     else:
         metrics = {"model": config["model"], "data": data, "test": test}
     if json_out:
@@ -281,15 +307,19 @@ def evaluate(
 @app.command()
 def report(run: Path = typer.Argument(..., help="Run directory.")) -> None:
     """(Re)write the run's report.html (and any picture that is missing)."""
-    from .checkpoint import read_json
+    from .io import read_json_object
     from .report import write_report
-    from .run import load_run, run_test_data, write_pictures
+    from .run import load_run, run_test_data
+    from .tasks.generate import write_pictures
 
     model, config = load_run(run)
+    if "data" not in config:
+        raise UserError(f"{run} was saved from Python (save_pretrained): it has no metrics or training history to "
+                        "report; train it with `latentforge train` for a report, or use evaluate --data")
     if not all((run / f).exists() for f in ("samples.png", "curves.png")):
         history = []
         if (run / "checkpoint" / "state.json").exists():
-            history = read_json(run / "checkpoint" / "state.json").get("history", [])
+            history = read_json_object(run / "checkpoint" / "state.json").get("history", [])
         write_pictures(run, model, run_test_data(config, None), history)
     typer.echo(f"wrote {write_report(run)}")
 
@@ -368,10 +398,22 @@ def compare(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point: user errors → one line on stderr, exit code 2."""
+    """Console entry point: user errors → one line on stderr, exit code 2; Ctrl-C → exit 130."""
+    import warnings
+
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
-        app(args=argv, standalone_mode=False)
+        with warnings.catch_warnings():
+            if not debug:  # numpy's RuntimeWarnings must not print above the one error line
+                warnings.simplefilter("ignore", RuntimeWarning)
+            app(args=argv, standalone_mode=False)
+    except SettingError as e:
+        if debug:
+            raise UserError(_flag_message(e)) from e
+        print(f"error: {_flag_message(e)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
     except UserError as e:
         if debug:
             raise
@@ -388,6 +430,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e.format_message()}", file=sys.stderr)
         return 2
     return 0
+
+
+def _flag_message(e: SettingError) -> str:
+    """A setting's complaint in the command line's words (``--latent-dim must be …``)."""
+    from .cli_options import flag_name, model_flags
+    from .train import TrainConfig
+
+    if e.param in model_flags() or e.param in TrainConfig.names():
+        return str(e.renamed(flag_name(e.param)))
+    return str(e)
 
 
 if __name__ == "__main__":

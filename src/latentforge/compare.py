@@ -13,18 +13,9 @@ import os
 from pathlib import Path
 
 from .errors import UserError
-from .report import METRIC_HELP
+from .tasks import metric_direction, metric_table
 
 MISSING = "—"
-
-# Which way is better. Metrics not listed (threshold, flagged, eval_users, …) describe a run
-# rather than rank it: shown, never marked.
-LOWER_IS_BETTER = frozenset({"loss", "nll_iwae", "recon_mse", "recon_bce", "fid", "kid"})
-HIGHER_IS_BETTER = frozenset({
-    "elbo", "psnr", "ssim", "probe_acc", "kmeans_acc", "nmi", "ari", "auroc", "average_precision",
-    "precision", "recall",
-})
-_RANKING_PREFIXES = ("recall@", "ndcg@", "precision@", "hit@", "map@")
 
 # The picture: one panel per run, at most this many per row, each PANEL_INCHES × DPI pixels wide.
 PANEL_INCHES = 3.0
@@ -33,12 +24,9 @@ MAX_COLUMNS = 4
 
 
 def direction(metric: str) -> str | None:
-    """"higher" or "lower" (which value is better), or None for metrics that do not rank runs."""
-    if metric in LOWER_IS_BETTER:
-        return "lower"
-    if metric in HIGHER_IS_BETTER or metric.startswith(_RANKING_PREFIXES):
-        return "higher"
-    return None
+    """"higher" or "lower" (which value is better), or None for metrics that do not rank runs (threshold,
+    flagged, eval_users, …: shown, never marked). From the tasks' metric table."""
+    return metric_direction(metric)
 
 
 def _distinct(run_dirs: list[Path]) -> list[Path]:
@@ -95,7 +83,7 @@ QUALITY_KEYS = ("fid", "kid", "kid_std", "precision", "recall", "density", "cove
 
 
 def _metric_order(names: set[str]) -> list[str]:
-    known = [k for k in METRIC_HELP if k in names]
+    known = [k for k in metric_table() if k in names]
     return known + sorted(names - set(known))
 
 
@@ -119,7 +107,7 @@ def compare_runs(run_dirs: list[Path]) -> dict:
 
     Returns ``{"runs": [{label, path, model, data, epochs, train_seconds, likelihood}, …],
     "metrics": {name: {label: value or None}}, "direction": {name: "higher"|"lower"|None},
-    "best": {name: label}, "warnings": [str, …]}``; metrics in METRIC_HELP's order, then
+    "best": {name: label}, "warnings": [str, …]}``; metrics in the tasks' table order, then
     alphabetical. Raises :class:`UserError` for a folder that is not a run, or fewer than two runs.
     """
     dirs = _distinct(list(run_dirs))
@@ -153,6 +141,12 @@ def compare_runs(run_dirs: list[Path]) -> dict:
                         "FID, KID, precision, recall, density and coverage are not comparable")
         for name in QUALITY_KEYS:
             best.pop(name, None)
+    for key, what in (("iwae_k", "importance samples"), ("iwae_n", "test samples")):
+        used = sorted({str(t[key]) for t in tests if "nll_iwae" in t and key in t})
+        if len(used) > 1:
+            warnings.append(f"nll_iwae was estimated with different {what} ({key} {', '.join(used)}): the NLLs are "
+                            "not comparable; evaluate the runs with the same --k and --iwae-n")
+            best.pop("nll_iwae", None)
     # "loss" is each model's own objective (−ELBO for a VAE, reconstruction error for an AE, …)
     if len({r["model"] for r, t in zip(runs, tests) if "loss" in t}) > 1 and best.pop("loss", None):
         warnings.append("loss is each model's own training objective: no best run is marked across different models")

@@ -61,9 +61,9 @@ def _figure(figsize=(6, 4)):
     return plt, fig, ax
 
 
-def save_curves(history: list[dict], path: Path, *, monitor: str | None = None) -> Path:
-    """Train and test loss per epoch (and the loss terms, dashed). ``monitor``: a validation metric the
-    model kept its best epoch by (higher is better); drawn on a right-hand axis with that epoch marked."""
+def save_curves(history: list[dict], path: Path, *, monitor: str | None = None, higher_is_better: bool = True) -> Path:
+    """Train and test loss per epoch (and the loss terms, dashed). ``monitor``: a validation value the
+    model kept its best epoch by; drawn on a right-hand axis with that epoch marked."""
     plt, fig, ax = _figure()
     epochs = [r["epoch"] for r in history]
     for key, style in (("train_loss", "-"), ("test_loss", "-"), ("train_d_loss", "--"), ("train_g_loss", "--")):
@@ -78,7 +78,7 @@ def save_curves(history: list[dict], path: Path, *, monitor: str | None = None) 
     if watched:
         right = ax.twinx()
         xs, ys = zip(*watched)
-        best = int(np.nanargmax(ys))
+        best = int(np.nanargmax(ys) if higher_is_better else np.nanargmin(ys))
         handles += right.plot(xs, ys, color="tab:green", marker="o", ms=2, label=monitor.replace("_", " "))
         kept = f"kept: epoch {xs[best]} ({ys[best]:.4g})"
         handles.append(right.axvline(xs[best], color="tab:green", ls=":", label=kept))
@@ -101,6 +101,11 @@ def embed_2d(z: np.ndarray, *, seed: int = 0) -> tuple[np.ndarray, str]:
         return np.c_[z[:, 0], np.zeros(len(z))], "z"
     if z.shape[1] == 2:
         return z, "z"
+    if len(z) < 30:  # t-SNE needs more points than its perplexity; a small test split gets PCA
+        centred = z - z.mean(0)
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)
+        xy = centred @ vt[:2].T
+        return (np.c_[xy, np.zeros(len(z))] if xy.shape[1] < 2 else xy), "PCA of z"
     from sklearn.manifold import TSNE
 
     perplexity = min(30.0, max(2.0, (len(z) - 1) / 3))

@@ -1,54 +1,36 @@
 """A run directory from start to finish: create it, train into it, write its metrics, pictures
-and report, and read it back. The CLI and the estimators both go through here."""
+and report, and read it back. The CLI goes through here; what differs between runs is the model's
+task (:mod:`latentforge.tasks`), looked up by the model's registration."""
 
 from __future__ import annotations
 
-import inspect
 import json
 import shutil
+import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
-from . import __version__, plots
-from .checkpoint import CONFIG, TRAIN_STATE, load_model, read_json, save_model, write_json
-from .data import Dataset, Splits, binarize_static, load_data
+from . import __version__
+from .checkpoint import CONFIG, TRAIN_STATE, load_model, read_config, save_model
+from .data import Dataset, Splits
 from .errors import UserError
-from .metrics import evaluate_model
-from .models import MODELS, build_model
+from .io import read_json, write_json
+from .models import model_class
 from .report import write_report
+from .settings import SettingError
+from .tasks import RunOptions, Task, get_task, run_splits
 from .train import TrainConfig, TrainResult, fit, resolve_device
+
+DEFAULT_MODEL = "vae"
+DEFAULT_DATA = "digits"
 
 
 def default_run_dir(model: str, data: str) -> Path:
     stem = Path(data).stem if ("/" in data or "." in data) else data
     return Path("runs") / f"{model}-{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def prepare_splits(splits: Splits, binarize: str | None, seed: int) -> Splits:
-    """Apply ``--binarize``: static fixes one Bernoulli sample of every set; dynamic resamples
-    training batches (in the batcher) and fixes one sample of the test set."""
-    if binarize is None:
-        return splits
-    if splits.train.is_sparse:
-        raise UserError("--binarize is for grey-level images; interaction data is binarised with --min-rating")
-    if not splits.train.in_unit_interval:
-        raise UserError(f"--binarize needs grey levels in [0, 1]; {splits.name} ranges over {splits.train.value_range}")
-    train = binarize_static(splits.train, seed=seed) if binarize == "static" else splits.train
-    return Splits(train=train, test=binarize_static(splits.test, seed=seed + 1), name=splits.name)
-
-
-def choose_likelihood(likelihood: str, data: Dataset, binarize: str | None) -> str:
-    if likelihood == "auto":
-        return "bernoulli" if (binarize or data.in_unit_interval) else "gaussian"
-    if likelihood in ("bernoulli", "cb") and not data.in_unit_interval:
-        raise UserError(f"--likelihood {likelihood} needs values in [0, 1]; {data.name} ranges over "
-                        f"{data.value_range}. Use --likelihood gaussian")
-    return likelihood
 
 
 def _check_out_dir(out: Path, resume: bool) -> None:
@@ -62,9 +44,44 @@ def _check_out_dir(out: Path, resume: bool) -> None:
         raise UserError(f"{out} already exists and is not empty; choose another --out, or add --resume to continue that run")
 
 
+def _resume_settings(out: Path, model_name: str | None, data: str | None, given: dict, data_options: dict,
+                     cfg: TrainConfig, train_flags: set[str]) -> tuple[dict, TrainConfig]:
+    """The saved run's config, after checking that nothing the user gave contradicts it."""
+    saved = read_config(out)
+    clash = []
+    if model_name is not None and model_name != saved["model"]:
+        clash.append(f"model {model_name!r} (the run trains {saved['model']!r})")
+    if data is not None and data != saved.get("data"):
+        clash.append(f"--data {data} (the run trains on {saved.get('data')})")
+    mc = saved["model_config"]
+    for k, v in given.items():
+        if v is not None and (k not in mc or _plain(mc[k]) != _plain(v)):
+            clash.append(f"--{k.replace('_', '-')} {v} (the run has {mc.get(k, 'no such setting')})")
+    for k, v in data_options.items():
+        if v is not None and (saved.get("data_options") or {}).get(k) != v:
+            clash.append(f"--{k.replace('_', '-')} {v}")
+    train = saved.get("train") if isinstance(saved.get("train"), dict) else {}
+    for k in sorted(train_flags - {"epochs", "device", "progress"}):
+        if k in train and _plain(train[k]) != _plain(getattr(cfg, k)):
+            clash.append(f"--{k.replace('_', '-')} {getattr(cfg, k)} (the run has {train[k]})")
+    if clash:
+        raise UserError(f"--resume continues {out} with its own settings; these contradict it: {'; '.join(clash)}. "
+                        "Drop them, or train a new run into another --out")
+    try:
+        kept = {k: v for k, v in train.items() if k in TrainConfig.names()}
+        cfg = TrainConfig(**{**kept, "epochs": cfg.epochs, "device": cfg.device, "progress": cfg.progress})
+    except (SettingError, TypeError) as e:
+        raise UserError(f"{out / CONFIG}: its training settings are damaged ({e}); train a new run") from None
+    return saved, cfg
+
+
+def _plain(v):
+    return list(v) if isinstance(v, tuple) else v
+
+
 def train_run(
-    model_name: str,
-    data: str,
+    model_name: str | None,
+    data: str | None,
     cfg: TrainConfig,
     *,
     model_kwargs: dict | None = None,
@@ -72,202 +89,147 @@ def train_run(
     resume: bool = False,
     eval_k: int = 100,
     data_options: dict | None = None,
+    train_flags: set[str] = frozenset(),
 ) -> Path:
     """Train ``model_name`` on ``data`` into a run directory and write everything it holds.
 
-    ``data_options`` go to :func:`load_data` (e.g. interaction column names, ``min_rating``) and are
-    saved in config.json so evaluation reads the data the same way."""
-    cfg.validate()
-    out = Path(out) if out is not None else default_run_dir(model_name, data)
-    _check_out_dir(out, resume)
-    if resume:
-        saved = read_json(out / CONFIG)
-        model_name, data = saved["model"], saved["data"]
-        data_options = saved.get("data_options")
-        epochs, device, progress = cfg.epochs, cfg.device, cfg.progress
-        cfg = TrainConfig(**{**saved["train"], "epochs": epochs, "device": device, "progress": progress})
-    if model_name not in MODELS:
-        raise UserError(f"unknown model {model_name!r}; available: {', '.join(sorted(MODELS))}")
+    ``model_kwargs`` are the model settings the user set (None = not set); ``data_options`` go to the task's
+    reader (e.g. interaction column names, ``min_rating``) and are saved in config.json so evaluation reads
+    the data the same way. With ``resume``, settings that contradict the saved run are refused
+    (``train_flags``: the training flags the user gave)."""
+    given = {k: v for k, v in (model_kwargs or {}).items() if v is not None}
     data_options = {k: v for k, v in (data_options or {}).items() if v is not None}
-    if getattr(MODELS[model_name], "data_kind", None) == "interactions":
-        data_options["interactions"] = True
-    splits = prepare_splits(load_data(data, **data_options), cfg.binarize, cfg.seed)
-    if splits.train.is_sparse and "interactions" not in data_options:
-        raise UserError(f"{data} is user-item interaction data; train a recommender on it (mult-vae or mult-dae)")
-    if getattr(MODELS[model_name], "detector", False):
-        from .detectors import check_detector_input
-
-        check_detector_input(splits.train)
-    torch.manual_seed(cfg.seed)  # initial weights come from the seed, too
+    if out is None:
+        if resume:
+            raise UserError("--resume needs the run directory: --out RUN_DIR")
+        out = default_run_dir(model_name or DEFAULT_MODEL, data or DEFAULT_DATA)
+    out = Path(out)
+    _check_out_dir(out, resume)
+    saved = None
     if resume:
-        model = build_model(model_name, **saved["model_config"])
+        saved, cfg = _resume_settings(out, model_name, data, given, data_options, cfg, set(train_flags))
+        model_name, data = saved["model"], saved["data"]
+        data_options = saved.get("data_options") or {}
+    model_name, data = model_name or DEFAULT_MODEL, data or DEFAULT_DATA
+    cls = model_class(model_name)
+    task = get_task(cls.task)
+    given = model_arguments(model_name, given)
+    run = RunOptions(binarize=cfg.binarize, seed=cfg.seed, eval_k=eval_k, device=cfg.device)
+    splits = task.load(data, data_options, run)
+    task.check_training_data(splits)
+    torch.manual_seed(cfg.seed)  # initial weights come from the seed, too
+    if saved is not None:
+        model = _build(cls, saved["model_config"])
+        if list(model.config["input_shape"]) != list(splits.train.sample_shape):
+            raise UserError(f"{out}: the data now has samples of shape {list(splits.train.sample_shape)}, the run "
+                            f"was trained on {model.config['input_shape']}; the data changed since, train a new run")
     else:
-        kwargs = model_arguments(model_name, model_kwargs or {})
-        params = inspect.signature(MODELS[model_name]).parameters
-        if "n_classes" in params and "n_classes" not in kwargs:
-            kwargs["n_classes"] = n_classes(splits.train)
-        if "likelihood" in params:
-            kwargs["likelihood"] = choose_likelihood(kwargs.get("likelihood", "auto"), splits.train, cfg.binarize)
-        # constructor arguments the data decides (e.g. a recommender's item ids)
-        kwargs.update({k: v for k, v in splits.train.meta.get("model_args", {}).items() if k in params})
-        try:
-            model = build_model(model_name, input_shape=list(splits.train.sample_shape), **kwargs)
-        except (ValueError, TypeError) as e:
-            raise UserError(f"cannot build {model_name}: {e}") from None
+        settings = task.model_settings(cls, splits, given, run)
+        model = _build(cls, {"input_shape": list(splits.train.sample_shape), **settings})
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
-        if not resume:
+        if saved is None:
             write_json(out / CONFIG, {
-                "model": model_name, "model_config": model.config, "data": data, "train": asdict(cfg),
-                "data_options": data_options,
-                "data_info": data_info(splits.train), "latentforge_version": __version__,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "model": model_name, "task": task.name, "model_config": model.config, "data": data,
+                "train": cfg.to_json(), "data_options": data_options, "data_info": data_info(splits.train),
+                "latentforge_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
             })
         result = fit(model, splits.train, splits.test, cfg, run_dir=out, resume=resume,
-                     on_epoch_end=lambda epoch, m: epoch_artifacts(m, epoch, out))
+                     validation=splits.validation, monitor=task.monitor(splits))
     except BaseException:
         if created and not (out / TRAIN_STATE).exists():
             shutil.rmtree(out, ignore_errors=True)  # nothing worth keeping: leave no half-made run behind
         raise
-    finish_run(out, model, splits, result, eval_k=eval_k, device=cfg.device)
+    finish_run(out, model, splits, result, task=task, run=run)
     return out
-
-
-def epoch_artifacts(model: nn.Module, epoch: int, run_dir: Path) -> None:
-    """Let a model leave per-epoch files in its run (e.g. a GAN's fixed-noise samples)."""
-    hook = getattr(model, "epoch_artifacts", None)
-    if hook is not None:
-        hook(epoch, Path(run_dir))
 
 
 def model_arguments(model_name: str, flags: dict) -> dict:
     """The flags a user set (None = not set) that the model takes; a flag it does not take is an error."""
-    accepted = inspect.signature(MODELS[model_name]).parameters
+    cls = model_class(model_name)
     given = {k: v for k, v in flags.items() if v is not None}
-    wrong = [k for k in given if k not in accepted]
+    wrong = [k for k in given if k not in cls.Config.names() or k == "input_shape"]
     if wrong:
         names = ", ".join("--" + k.replace("_", "-") for k in wrong)
         raise UserError(f"{names} does not apply to model {model_name!r}; see `latentforge train --help`")
     return given
 
 
-def n_classes(ds: Dataset) -> int:
-    """Number of classes for conditional models: from the data's labels (integers 0..K−1)."""
-    if ds.y is None:
-        raise UserError(f"{ds.name} has no labels; a conditional model needs them (labels in 'y', a 'label' column, "
-                        "or image sub-folders)")
+def _build(cls: type, settings: dict) -> nn.Module:
     try:
-        y = ds.y.astype(np.int64)
-    except (TypeError, ValueError):
-        raise UserError(f"{ds.name}: labels must be integers 0..K-1 for a conditional model") from None
-    if y.min() < 0:
-        raise UserError(f"{ds.name}: labels must be integers 0..K-1, found {int(y.min())}")
-    return int(y.max()) + 1
+        return cls(**settings)
+    except (TypeError, ValueError, RuntimeError, MemoryError) as e:
+        if isinstance(e, UserError):
+            raise
+        raise UserError(f"cannot build {cls.registry_name}: {e}") from None
 
 
 def data_info(ds: Dataset) -> dict:
+    """Facts of the training data that later calls are checked against."""
     return {"sample_shape": list(ds.sample_shape), "scale": ds.scale, "value_range": list(ds.value_range),
             "label_names": ds.label_names, "n_train": len(ds), "columns": ds.meta.get("columns")}
 
 
-def finish_run(run_dir: Path, model: nn.Module, splits: Splits, result: TrainResult, *, eval_k: int = 100,
-               device: str = "cpu") -> None:
-    """Weights, metrics.json, pictures and report.html for a trained model."""
+def finish_run(run_dir: Path, model: nn.Module, splits: Splits, result: TrainResult, *, task: Task,
+               run: RunOptions) -> None:
+    """Weights, metrics.json, the task's files and pictures, and report.html for a trained model."""
     run_dir = Path(run_dir)
-    model = model.to(resolve_device(device)).eval()
+    device = resolve_device(run.device)
+    model = model.to(device).eval()
     save_model(model, run_dir)
-    for write in splits.train.meta.get("run_files", []):  # files the data keeps with a model (e.g. known users)
-        write(run_dir)
-    test = evaluate_model(model, splits.test, k=eval_k, device=resolve_device(device))
-    # Detectors, and any scoring model trained on a table (a VAE on a CSV is usually a detector too),
-    # get the score histogram with its threshold.
-    data = splits.train
-    scores_a_table = (hasattr(model, "anomaly_score") and not data.is_image and not data.is_sparse
-                      and not getattr(model, "uses_labels", False))
-    if getattr(model, "detector", False) or scores_a_table:
-        from .tasks.anomaly import write_run_anomaly
-
-        test.update(write_run_anomaly(run_dir, model, splits.train, splits.test))
-    config = read_json(run_dir / CONFIG)
+    print(f"evaluating on {len(splits.test):,} test samples…", file=sys.stderr)
+    test = task.evaluate(model, splits.test, splits, k=run.eval_k, device=device, progress=sys.stderr.isatty())
+    test.update(task.write_artifacts(run_dir, model, splits, result, run))
+    config = read_config(run_dir)
     metrics = {
-        "model": config["model"], "data": config["data"], "epochs": len(result.history),
+        "model": config["model"], "task": task.name, "data": config["data"], "epochs": len(result.history),
         "train_seconds": round(result.train_seconds, 3), "samples_per_second": round(result.samples_per_second, 1),
-        "likelihood": model.config.get("likelihood", getattr(model, "likelihood", None)), "binarize": config["train"].get("binarize"),
-        "interrupted": result.interrupted, "test": test,
+        "likelihood": model.config.get("likelihood", getattr(model, "likelihood", None)),
+        "binarize": config["train"].get("binarize"), "interrupted": result.interrupted,
+        "evaluation": {"iwae_k": run.eval_k}, "test": test,
     }
     if result.best_epoch is not None:  # the model kept its best epoch on validation data (train.KeepBest)
         metrics["best_epoch"] = result.best_epoch
         metrics["best_epoch_stats"] = {k: v for k, v in result.history[result.best_epoch - 1].items() if k != "epoch"}
     write_json(run_dir / "metrics.json", metrics)
-    write_pictures(run_dir, model, splits.test, result.history)
-    if hasattr(model, "scores") and "holdout" in splits.test.meta:  # a recommender: a few test users' lists
-        from .data.histories import read_item_names
-        from .tasks.recommend import example_recommendations
-
-        examples = example_recommendations(model, splits.test, read_item_names(run_dir))
-        write_json(run_dir / "examples.json", examples)
     write_report(run_dir)
-
-
-@torch.no_grad()
-def write_pictures(run_dir: Path, model: nn.Module, test: Dataset, history: list[dict], *, seed: int = 0) -> None:
-    """samples.png, reconstructions.png, curves.png, latent_map.png and traversals.png, as the model allows."""
-    model = model.cpu().eval()
-    if hasattr(model, "sample") and test.is_image:  # a table's samples are rows, not a picture
-        if getattr(model, "uses_labels", False):  # a row of 8 per class
-            rows = [model.sample(8, label=c, seed=seed + c) for c in range(model.n_classes)]
-            plots.save_image(plots.image_grid(torch.cat(rows).numpy(), nrow=8), run_dir / "samples.png")
-        else:
-            plots.save_samples(model.sample(64, seed=seed).numpy(), run_dir / "samples.png")
-    x = torch.from_numpy(test.head(32))
-    y = None if test.y is None or not getattr(model, "uses_labels", False) else torch.as_tensor(test.y[:32].astype(np.int64))
-    if hasattr(model, "reconstruct") and test.is_image:
-        rec = model.reconstruct(x, y) if y is not None else model.reconstruct(x)
-        plots.save_reconstructions(x.numpy(), rec.numpy(), run_dir / "reconstructions.png")
-    if history:
-        plots.save_curves(history, run_dir / "curves.png", monitor=getattr(model, "monitor", None))
-    if hasattr(model, "quantizer"):
-        plots.save_codebook_usage(model.quantizer.usage.numpy(), run_dir / "codebook.png")
-    if hasattr(model, "encode"):
-        n = min(len(test), 1000)
-        mu, logvar = model.encode(torch.from_numpy(test.head(n)))
-        labels = None if test.y is None else np.asarray(test.y[:n])
-        plots.save_latent_map(mu.numpy(), labels, run_dir / "latent_map.png", label_names=test.label_names, seed=seed)
-        if hasattr(model, "kl") and test.is_image and not getattr(model, "uses_labels", False):
-            kl_per_dim = model.kl(mu[:, :, None], logvar[:, :, None]).mean(0)  # (latent,) average KL per dim
-            plots.save_traversals(model, mu[0], kl_per_dim.numpy(), run_dir / "traversals.png")
 
 
 def load_run(run_dir: Path, *, device: str = "cpu") -> tuple[nn.Module, dict]:
     """The trained model of a run directory and its config."""
-    model = load_model(run_dir, device=resolve_device(device))
-    return model, read_json(Path(run_dir) / CONFIG)
+    config = read_config(Path(run_dir))
+    return load_model(run_dir, device=resolve_device(device)), config
 
 
 def run_test_data(config: dict, data: str | None) -> Dataset:
     """The test set a run is evaluated on: its own (binarised as in training), or ``data``'s."""
-    spec = data or config["data"]
-    binarize = config.get("train", {}).get("binarize")
-    splits = prepare_splits(load_data(spec, **(config.get("data_options") or {})), binarize, config.get("train", {}).get("seed", 0))
-    check_compatible(config, splits.test)
-    return splits.test
+    ds = run_splits(config, data).test
+    check_compatible(config, ds)
+    return ds
 
 
 def check_compatible(config: dict, ds: Dataset) -> None:
-    want = config.get("model_config", {}).get("input_shape")
+    """New data must look like what the model was trained on: shape, items, and the value range its
+    likelihood needs (the same rules as at training)."""
+    mc = config.get("model_config", {})
+    want = mc.get("input_shape")
     if want is not None and list(ds.sample_shape) != list(want):
         raise UserError(f"{ds.name}: samples have shape {list(ds.sample_shape)} but the model was trained on {want}; "
                         "give data of the same shape")
-    items = config.get("model_config", {}).get("item_ids")
-    if items is not None and ds.meta.get("item_ids") is not None and list(ds.meta["item_ids"]) != list(items):
-        raise UserError(f"{ds.name}: its items are not the ones the model was trained on; evaluate on the run's own data")
+    if mc.get("likelihood") in ("bernoulli", "cb") and not ds.is_sparse and not ds.in_unit_interval:
+        raise UserError(f"{ds.name}: values range over {ds.value_range}, but the model's {mc['likelihood']} "
+                        "likelihood needs values in [0, 1] as in training; rescale the data")
 
 
-def update_metrics(run_dir: Path, test: dict) -> dict:
+def update_metrics(run_dir: Path, test: dict, evaluation: dict) -> dict:
+    """Merge a new evaluation into metrics.json, keeping the settings it was made with next to it."""
     path = Path(run_dir) / "metrics.json"
     metrics = read_json(path) if path.exists() else {}
+    if not isinstance(metrics, dict):
+        metrics = {}
     metrics.setdefault("test", {}).update(test)
+    metrics["evaluation"] = {**(metrics.get("evaluation") or {}), **evaluation}
     write_json(path, metrics)
     return metrics
 

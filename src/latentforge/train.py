@@ -1,65 +1,66 @@
 """The one training loop, for every model: batching, optimisers, per-epoch test loss,
-``history.csv``, atomic checkpoints, ``--resume``, NaN guard, Ctrl-C, progress bar.
+``history.csv``, atomic checkpoints, ``--resume``, NaN guard, Ctrl-C, progress.
 
-The loop knows nothing model-specific. A model gives ``loss(x) -> {"loss": …, …}``; it may also
-give ``prepare(dataset)`` (fit data statistics once), ``configure_optimizers(lr)`` (several
-optimisers, e.g. GANs), ``training_step(x, y, optimizers)`` (its own update order; returns the
-values to log, every one of them guarded against NaN/Inf) and ``fused_step(optimizer)``. A model
-may also score itself after each epoch, ``validate(train) -> {name: value}`` (on held-out data the
-training set carries, logged in the history), and name one of those values ``monitor``: the trainer
-then keeps the weights of the epoch where it peaked (higher is better), also across ``--resume``,
-and with ``TrainConfig.patience`` stops once it has not improved for that many epochs (early
-stopping). ``after_epoch(train) -> {name: value}`` lets a model update what it fits between epochs
-(e.g. the Deep SVDD radius).
+The loop knows nothing model-specific: it calls the hooks of the model contract
+(:class:`~latentforge.models.base.Model`: ``prepare``, ``configure_optimizers``, ``training_step``,
+``on_epoch_end``), each with a default. What to watch on held-out data is the task's choice, given as a
+:class:`Monitor`: the trainer logs it each epoch, keeps the weights of the epoch where it was best (also
+across ``--resume``) and, with ``TrainConfig.patience``, stops once it has not improved for that many
+epochs (early stopping).
 """
 
 from __future__ import annotations
 
 import csv
 import math
-import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .checkpoint import load_training_state, load_training_extra, save_training_state
+from .checkpoint import load_training_extra, load_training_state, save_training_state
 from .data import Batcher, Dataset
 from .errors import UserError
+from .io import atomic_path
+from .models.base import Batch, Model
+from .settings import Settings, setting
 
 
 @dataclass
-class TrainConfig:
-    """Settings of one training run (every field is a CLI flag of ``latentforge train``)."""
+class TrainConfig(Settings):
+    """Settings of one training run (every field is a flag of ``latentforge train``)."""
 
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 1e-3
-    seed: int = 0
-    device: str = "auto"
-    compile: str = "auto"  # auto | on | off: torch.compile the loss (forward + backward)
-    binarize: str | None = None  # None | dynamic | static
-    progress: bool | None = None  # None: a progress bar only on a terminal
-    eval_batch_size: int = 1000
-    patience: int | None = None  # early stopping on the model's ``monitor`` value (None: train every epoch)
+    epochs: int = setting(10, "epochs to train (total, also with --resume)", min=1, max=10_000_000)
+    batch_size: int = setting(128, "mini-batch size", min=1, max=10_000_000)
+    lr: float = setting(1e-3, "Adam learning rate", above=0)
+    seed: int = setting(0, "random seed: the same seed gives the same weights", min=0, max=2**63 - 1)
+    device: str = setting("auto", "auto, cpu or cuda (auto picks CUDA when present)")
+    compile: str = setting("auto", "torch.compile the loss: auto, on or off", choices=("auto", "on", "off"))
+    binarize: str | None = setting(None, "dynamic or static: train and test on Bernoulli samples of grey levels "
+                                   "(for likelihoods comparable with papers)", choices=(None, "dynamic", "static"))
+    progress: bool | None = setting(None, "progress bar (None: only on a terminal; elsewhere a line per epoch)")
+    eval_batch_size: int = setting(1000, "batch size of evaluation passes", min=1)
+    patience: int | None = setting(None, "early stopping: epochs without improvement of the monitored value",
+                                   min=1)
 
     def validate(self) -> None:
-        if self.epochs < 1:
-            raise UserError(f"--epochs must be at least 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise UserError(f"--batch-size must be at least 1, got {self.batch_size}")
-        if not self.lr > 0:
-            raise UserError(f"--lr must be positive, got {self.lr}")
-        if self.compile not in ("auto", "on", "off"):
-            raise UserError(f"--compile must be auto, on or off, got {self.compile!r}")
-        if self.binarize not in (None, "dynamic", "static"):
-            raise UserError(f"--binarize must be dynamic or static, got {self.binarize!r}")
-        if self.patience is not None and self.patience < 1:
-            raise UserError(f"--patience must be at least 1, got {self.patience}")
+        """Checked on creation already; kept for callers that changed fields afterwards."""
+        type(self)(**self.to_json())
+
+
+@dataclass
+class Monitor:
+    """A value to watch each epoch (a history key; ``val_loss`` is the loss on validation data): the trainer
+    keeps the weights of its best epoch and stops early by it. ``compute(model)`` gives it (and other
+    values to log) when the trainer cannot: e.g. a recommender's NDCG on validation users."""
+
+    key: str
+    higher_is_better: bool
+    compute: Callable[[nn.Module], dict[str, float]] | None = None
 
 
 @dataclass
@@ -82,20 +83,19 @@ class TrainingDiverged(UserError):
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto")
-    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
-        raise UserError(f"--device must be auto, cpu or cuda, got {name!r}")
+    if name != "cpu" and name != "cuda" and not (name.startswith("cuda:") and name[5:].isdigit()):
+        raise UserError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {name} was asked for but no CUDA GPU is visible; use --device cpu or auto")
+        if ":" in name and int(name[5:]) >= torch.cuda.device_count():
+            raise UserError(f"--device {name}: there are {torch.cuda.device_count()} CUDA devices (cuda:0 to "
+                            f"cuda:{torch.cuda.device_count() - 1})")
     return torch.device(name)
 
 
-def default_optimizers(model: nn.Module, lr: float) -> dict[str, torch.optim.Optimizer]:
-    # fused Adam: one kernel over all parameters instead of a dozen elementwise passes.
-    return {"main": torch.optim.Adam(model.parameters(), lr=lr, fused=True)}
-
-
 def _should_compile(cfg: TrainConfig, steps: int, device: torch.device) -> bool:
-    if cfg.compile == "off" or os.environ.get("LATENTFORGE_NO_COMPILE"):
+    if cfg.compile == "off":
         return False
     if cfg.compile == "on":
         return True
@@ -104,25 +104,19 @@ def _should_compile(cfg: TrainConfig, steps: int, device: torch.device) -> bool:
     return steps >= 3000 and device.type == "cuda"
 
 
-def _make_step(model: nn.Module, optimizers: dict, use_labels: bool, compiled: bool) -> Callable:
-    if hasattr(model, "training_step"):
-        return lambda x, y: model.training_step(x, y, optimizers)
-    fused = getattr(model, "fused_step", None)
-    if fused is not None and len(optimizers) == 1 and not os.environ.get("LATENTFORGE_NO_FUSED"):
-        step = fused(next(iter(optimizers.values())))
-        if step is not None:
-            return step
-    loss_fn = model.loss
-    if compiled:
-        import torch._inductor.config as inductor_config
+def _make_step(model: Model, optimizers: dict, compiled: bool) -> Callable[[Batch], dict[str, torch.Tensor]]:
+    """The model's ``training_step``; compiled: the default step around a compiled ``loss``."""
+    if not compiled or type(model).training_step is not Model.training_step:
+        return lambda batch: model.training_step(batch, optimizers)
+    import torch._inductor.config as inductor_config
 
-        inductor_config.fallback_random = True  # same random numbers compiled or not: resume stays exact
-        loss_fn = torch.compile(model.loss, dynamic=False)
+    inductor_config.fallback_random = True  # same random numbers compiled or not: resume stays exact
+    loss_fn = torch.compile(model.loss, dynamic=False)
     (opt,) = optimizers.values()
 
-    def step(x: torch.Tensor, y: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        out = loss_fn(x, y) if use_labels else loss_fn(x)
-        opt.zero_grad(set_to_none=False)  # reuse gradient buffers: no per-step allocation
+    def step(batch: Batch) -> dict[str, torch.Tensor]:
+        out = loss_fn(batch)
+        opt.zero_grad(set_to_none=False)
         out["loss"].backward()
         opt.step()
         return out
@@ -150,11 +144,11 @@ def evaluate_loss(model: nn.Module, data: Dataset, *, batch_size: int = 1000, de
     """Mean of each loss term over a data set (eval mode, no gradients)."""
     was_training = model.training
     model.eval()
-    use_labels = getattr(model, "uses_labels", False)
+    labels = _labels(data) if model.uses_labels else None
     sums: dict[str, float] = {}
     n = 0
-    for xb, yb in Batcher(data.tensor(), _labels(data), batch_size=batch_size, scale=data.scale, shuffle=False, device=device):
-        out = model.loss(xb, yb) if use_labels else model.loss(xb)
+    for xb, yb in Batcher(data.tensor(), labels, batch_size=batch_size, scale=data.scale, shuffle=False, device=device):
+        out = model.loss(Batch(xb, yb))
         for k, v in out.items():
             sums[k] = sums.get(k, 0.0) + float(v) * len(xb)
         n += len(xb)
@@ -175,29 +169,28 @@ def write_history(path: Path, rows: list[dict]) -> None:
     keys: list[str] = []
     for r in rows:
         keys += [k for k in r if k not in keys]
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys)
         w.writeheader()
         w.writerows(rows)
-    os.replace(tmp, path)
 
 
 def fit(
-    model: nn.Module,
+    model: Model,
     train: Dataset,
     test: Dataset | None,
     cfg: TrainConfig,
     *,
     run_dir: Path | None = None,
     resume: bool = False,
-    on_epoch_end: Callable[[int, nn.Module], None] | None = None,
     validation: Dataset | None = None,
+    monitor: Monitor | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``train``; with a ``run_dir``, checkpoint every epoch and allow resume.
 
-    With ``validation`` (held out from the training data), its loss is logged as ``val_loss`` each
-    epoch and, unless the model names its own ``monitor``, decides the kept weights and early stopping.
+    With ``validation`` (held out from the training data), its loss is logged as ``val_loss`` each epoch
+    and, unless a ``monitor`` says otherwise, decides the kept weights and early stopping. Ctrl-C stops at
+    once: the checkpoint of the last finished epoch stays, and the KeyboardInterrupt goes on to the caller.
     """
     cfg.validate()
     if run_dir is not None:
@@ -206,15 +199,13 @@ def fit(
     torch.manual_seed(cfg.seed)
     batch_gen = torch.Generator().manual_seed(cfg.seed)
     model.to(device).train()
-    use_labels = getattr(model, "uses_labels", False)
-    if use_labels and train.y is None:
+    if model.uses_labels and train.y is None:
         raise UserError(f"model {model.registry_name!r} needs labels, but {train.name} has none")
     x_all = train.tensor(device)
-    y_all = _labels(train)
+    y_all = _labels(train) if model.uses_labels else None
     if y_all is not None:
         y_all = y_all.to(device)
-    make_opt = getattr(model, "configure_optimizers", None)
-    optimizers = make_opt(cfg.lr) if make_opt else default_optimizers(model, cfg.lr)
+    optimizers = model.configure_optimizers(cfg.lr)
     result = TrainResult()
     start_epoch = 0
     if resume:
@@ -228,19 +219,16 @@ def fit(
         _set_rng_state(rng, batch_gen, device)
         if start_epoch >= cfg.epochs:
             raise UserError(f"{run_dir} already has {start_epoch} epochs; ask for more with --epochs N (N > {start_epoch})")
-    elif hasattr(model, "prepare"):
+    else:
         model.prepare(train)
-    validate = getattr(model, "validate", None)
-    after_epoch = getattr(model, "after_epoch", None)
-    monitor = getattr(model, "monitor", None)
-    lower_better = monitor is None and validation is not None
-    best = KeepBest("val_loss" if lower_better else monitor, result.history,
-                    load_training_extra(run_dir, "best") if resume else None, lower_is_better=lower_better)
+    if monitor is None and validation is not None:
+        monitor = Monitor("val_loss", higher_is_better=False)
+    best = KeepBest(monitor, result.history, load_training_extra(run_dir, "best") if resume else None)
     batcher = Batcher(x_all, y_all, batch_size=cfg.batch_size, scale=train.scale, generator=batch_gen,
                       binarize="dynamic" if cfg.binarize == "dynamic" else None, device=device)
     steps_left = len(batcher) * (cfg.epochs - start_epoch)
-    step = _make_step(model, optimizers, use_labels, _should_compile(cfg, steps_left, device))
-    show = sys.stderr.isatty() if cfg.progress is None else cfg.progress
+    step = _make_step(model, optimizers, _should_compile(cfg, steps_left, device))
+    bar_on = sys.stderr.isatty() if cfg.progress is None else cfg.progress
     from tqdm.auto import tqdm
 
     epoch = start_epoch
@@ -248,18 +236,22 @@ def fit(
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
             sums: dict[str, torch.Tensor] = {}
-            bar = tqdm(batcher, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not show, leave=False, unit="batch",
+            bar = tqdm(batcher, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not bar_on, leave=False, unit="batch",
                        dynamic_ncols=True)
+            last_note = t0
             for i, (xb, yb) in enumerate(bar):
-                out = step(xb, yb)
+                out = step(Batch(xb, yb))
                 for k, v in out.items():
                     v = v.detach()
                     sums[k] = sums[k] + v * len(xb) if k in sums else v * len(xb)
-                if i % 25 == 24:  # one host sync per 25 steps, for the guard and the bar
+                if i % 25 == 24:  # one host sync per 25 steps, for the guard and the progress
                     now = {k: float(v.detach()) for k, v in out.items()}
                     if not all(map(math.isfinite, now.values())):
                         raise TrainingDiverged(_diverged_message(epoch, i, run_dir))
                     bar.set_postfix({k: f"{v:.4g}" for k, v in list(now.items())[:3]})
+                    if not bar_on and cfg.progress is None and time.perf_counter() - last_note > NOTE_EVERY:
+                        last_note = time.perf_counter()  # not on a terminal: a line every so often, not silence
+                        print(f"epoch {epoch + 1}/{cfg.epochs}: batch {i + 1}/{len(batcher)}", file=sys.stderr)
             bar.close()
             seconds = time.perf_counter() - t0
             row = {"epoch": epoch + 1, **{f"train_{k}": float(v) / len(train) for k, v in sums.items()}}
@@ -271,46 +263,48 @@ def fit(
                 row.update({f"test_{k}": v for k, v in evaluate_loss(model, test, batch_size=cfg.eval_batch_size, device=device).items()})
             if validation is not None:
                 row["val_loss"] = evaluate_loss(model, validation, batch_size=cfg.eval_batch_size, device=device)["loss"]
-            if after_epoch is not None:
-                row.update(after_epoch(train))
-            if validate is not None:
-                row.update(validate(train))
+            row.update(model.on_epoch_end(epoch + 1, train, Path(run_dir) if run_dir is not None else None))
+            if monitor is not None and monitor.compute is not None:
+                row.update(monitor.compute(model))
             row["seconds"] = round(seconds, 4)
             result.history.append(row)
             best.update(row, model)
-            if on_epoch_end is not None:
-                on_epoch_end(epoch + 1, model)
             if run_dir is not None:
                 write_history(Path(run_dir) / "history.csv", result.history)
                 save_training_state(run_dir, model, optimizers,
                                     {"epoch": epoch + 1, "history": result.history, "train_seconds": result.train_seconds,
-                                     "samples_seen": result.samples_seen, "config": asdict(cfg)},
+                                     "samples_seen": result.samples_seen, "config": cfg.to_json()},
                                     _rng_state(batch_gen, device), extra={"best": best.state} if best.state else None)
-            if show:
+            if bar_on or (cfg.progress is None and run_dir is not None):
                 shown = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k in ("train_loss", "test_loss", best.key))
                 print(f"epoch {epoch + 1}/{cfg.epochs}: {shown} ({seconds:.1f}s)", file=sys.stderr)
             if cfg.patience is not None and best.epoch is not None and epoch + 1 - best.epoch >= cfg.patience:
-                if show:
+                if bar_on:
                     print(f"early stop: {best.key} has not improved since epoch {best.epoch}", file=sys.stderr)
                 break
     except KeyboardInterrupt:
-        # The checkpoint of the last finished epoch is already on disk; say how to continue.
-        result.interrupted = True
-        where = f"; continue with --resume --out {run_dir}" if run_dir is not None else ""
-        print(f"\ninterrupted in epoch {epoch + 1}: kept the checkpoint of epoch {epoch}{where}", file=sys.stderr)
+        if run_dir is not None and epoch > 0:
+            print(f"\ninterrupted in epoch {epoch + 1}: the checkpoint of epoch {epoch} is kept; continue with "
+                  f"--resume --out {run_dir}", file=sys.stderr)
+        else:
+            print(f"\ninterrupted in epoch {epoch + 1}, before any epoch finished: nothing was saved", file=sys.stderr)
+        raise
     result.best_epoch = best.restore(model)
     model.eval()
     return result
 
 
-class KeepBest:
-    """The weights of the epoch where ``key`` (a history value, higher = better unless
-    ``lower_is_better``) peaked."""
+NOTE_EVERY = 30.0  # seconds between progress lines when stderr is not a terminal
 
-    def __init__(self, key: str | None, history: list[dict], state: dict[str, torch.Tensor] | None, *,
-                 lower_is_better: bool = False) -> None:
-        self.key, self.state, self.epoch, self.score = key, state, None, -math.inf
-        self.sign = -1.0 if lower_is_better else 1.0
+
+class KeepBest:
+    """The weights of the epoch where the monitored value was best."""
+
+    def __init__(self, monitor: Monitor | None, history: list[dict], state: dict[str, torch.Tensor] | None) -> None:
+        self.key = monitor.key if monitor is not None else None
+        self.state, self.epoch, self.score = state, None, -math.inf
+        self.sign = 1.0 if monitor is None or monitor.higher_is_better else -1.0
+        key = self.key
         scored = [(self.sign * r[key], r["epoch"]) for r in history if key and math.isfinite(r.get(key, math.nan))]
         if scored and state is not None:  # resumed: the best so far is in the checkpoint
             self.score, self.epoch = max(scored, key=lambda t: (t[0], -t[1]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -135,11 +136,15 @@ def validate_array(x: np.ndarray | sp.csr_matrix, name: str) -> None:
 
 @dataclass
 class Splits:
-    """A training set and the held-out set that evaluation and per-epoch test loss use."""
+    """A training set and the held-out set that evaluation and per-epoch test loss use; ``validation``
+    (held out from training, when a task keeps some) and ``extras`` (what a task's data carries beside
+    the samples, typed by the task's reader, e.g. :class:`~latentforge.data.interactions.RankingData`)."""
 
     train: Dataset
     test: Dataset
     name: str
+    validation: Dataset | None = None
+    extras: Any = None
 
 
 def holdout_split(data: Dataset, *, fraction: float = 0.1, seed: int = 0) -> Splits:

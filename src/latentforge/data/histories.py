@@ -7,15 +7,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
 
 from ..errors import UserError
-
-if TYPE_CHECKING:
-    from .interactions import Interactions
+from ..io import load_tensors, read_json_object, save_tensors, tensor_metadata, write_json
 
 HISTORIES = "histories.safetensors"
 USERS = "users.json"
@@ -69,21 +66,15 @@ class Histories:
         return index[key]
 
 
-def histories_for(raw: Interactions, positives: Interactions, item_ids: np.ndarray) -> Histories:
+def histories_for(raw, positives, item_ids: np.ndarray) -> Histories:
     """Every user's rows restricted (and re-indexed) to the model's items."""
     cols = np.searchsorted(raw.item_ids, item_ids)  # item_ids ⊆ raw.item_ids, both sorted
     return Histories(raw.user_ids.tolist(), positives.matrix[:, cols].tocsr(), raw.matrix[:, cols].tocsr())
 
 
-def save_histories(directory: Path, raw: Interactions, positives: Interactions, item_ids: np.ndarray) -> None:
-    write_histories(directory, histories_for(raw, positives, item_ids))
-
-
 def write_histories(directory: Path, h: Histories) -> None:
     """``histories.safetensors`` (CSR index arrays) + ``users.json`` (the user id map); no pickle."""
     import torch
-
-    from ..checkpoint import save_tensors, write_json
 
     directory = Path(directory)
     tensors = {}
@@ -103,36 +94,38 @@ def names_of(names: dict[str, str] | None, item_ids) -> dict[str, str] | None:
 
 def write_item_names(directory: Path, names: dict[str, str] | None, item_ids: list) -> None:
     """``item_names.json``: the display names of the model's items (only when the data has names)."""
-    from ..checkpoint import write_json
-
     if names:
         write_json(Path(directory) / ITEM_NAMES, {"item_names": names_of(names, item_ids)})
 
 
 def read_item_names(directory: Path) -> dict[str, str] | None:
     """The item names saved with a model, or None."""
-    from ..checkpoint import read_json
-
     path = Path(directory) / ITEM_NAMES
-    return read_json(path)["item_names"] if path.is_file() else None
+    if not path.is_file():
+        return None
+    names = read_json_object(path).get("item_names")
+    if not isinstance(names, dict) or not all(isinstance(v, str) for v in names.values()):
+        raise UserError(f"{path} is corrupt (no 'item_names' mapping of ids to names); restore it or delete it")
+    return names
 
 
 def read_histories(directory: Path) -> Histories | None:
     """The known users saved with a model, or None when it has none (a model fitted on a bare matrix)."""
-    from safetensors import safe_open
-
-    from ..checkpoint import load_tensors, read_json
-
     directory = Path(directory)
     if not (directory / HISTORIES).exists():
         return None
     t = load_tensors(directory / HISTORIES)
-    with safe_open(str(directory / HISTORIES), "np") as f:
-        n_items = int(f.metadata()["n_items"])
-    users = read_json(directory / USERS)["user_ids"]
+    damaged = f"{directory}: the saved users' histories are damaged ({HISTORIES}, {USERS}); restore them or train again"
+    try:
+        n_items = int(tensor_metadata(directory / HISTORIES)["n_items"])
+        users = read_json_object(directory / USERS)["user_ids"]
+        if not isinstance(users, list) or len(set(map(id_key, users))) != len(users):
+            raise ValueError("user ids")
 
-    def csr(name: str) -> sp.csr_matrix:
-        indptr, indices = t[f"{name}.indptr"].numpy(), t[f"{name}.indices"].numpy()
-        return sp.csr_matrix((np.ones(len(indices), np.float32), indices, indptr), shape=(len(users), n_items))
+        def csr(name: str) -> sp.csr_matrix:
+            indptr, indices = t[f"{name}.indptr"].numpy(), t[f"{name}.indices"].numpy()
+            return sp.csr_matrix((np.ones(len(indices), np.float32), indices, indptr), shape=(len(users), n_items))
 
-    return Histories(users, csr("liked"), csr("seen"))
+        return Histories(users, csr("liked"), csr("seen"))
+    except (KeyError, ValueError, TypeError) as e:
+        raise UserError(f"{damaged} ({type(e).__name__}: {e})") from None

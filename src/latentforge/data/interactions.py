@@ -19,7 +19,7 @@ import scipy.sparse as sp
 
 from ..errors import UserError
 from .dataset import Dataset, Splits
-from .histories import id_key, save_histories, write_item_names
+from .histories import id_key
 
 MOVIELENS_100K = "movielens-100k"
 
@@ -147,7 +147,7 @@ def read_sparse_npz(path: Path) -> Interactions:
 
 def find_movielens_100k() -> Path:
     """``ml-100k/u.data`` in the data folders; it may not be redistributed, so it is never downloaded."""
-    from .named import data_dirs
+    from .store import data_dirs
 
     for d in data_dirs():
         if (d / "ml-100k" / "u.data").is_file():
@@ -278,27 +278,40 @@ def load_interaction_splits(spec: str, *, min_rating: float = 4.0, min_items: in
                           fold_in=fold_in, seed=split_seed)
 
 
+@dataclass
+class RankingData:
+    """What the recommend task needs beside the train/test matrices: the test users' held-out items, the
+    validation users (fold-in and held-out rows) that pick the kept epoch, the ids, and the interactions
+    the known users' histories are written from."""
+
+    item_ids: list
+    test_holdout: sp.csr_matrix
+    test_user_ids: list
+    val_fold_in: sp.csr_matrix | None
+    val_holdout: sp.csr_matrix | None
+    users: dict[str, int]
+    raw: Interactions
+    positives: Interactions
+
+
 def ranking_splits(raw: Interactions, *, min_rating: float = 4.0, min_items: int = 5,
                    heldout_users: int | float = 0.1, fold_in: float = 0.8, seed: int = 0) -> Splits:
+    """Strong generalisation: the training users' rows to train on; the test users' fold-in rows as the
+    test set, their held-out items (and the validation users) in ``extras`` (:class:`RankingData`)."""
     positives = binarize(raw, min_rating)
     s = strong_generalization(positives, heldout_users=heldout_users, fold_in=fold_in, min_items=min_items, seed=seed)
     if s.test_in.shape[0] == 0:
         raise UserError(f"{raw.name}: no test user keeps {min_items} items seen in training; use more data")
     item_ids = s.item_ids.tolist()
     name = Path(raw.name).stem if "." in raw.name else raw.name
-    train = Dataset(x=s.train, name=name, meta={
-        "kind": "interactions", "model_args": {"item_ids": item_ids},
-        "validation": {"fold_in": s.val_in, "holdout": s.val_out} if s.val_in.shape[0] else None,
-        "users": {k: len(v) for k, v in s.users.items()},
-        "run_files": [lambda d: save_histories(d, raw, positives, s.item_ids),
-                      lambda d: write_item_names(d, raw.item_names, item_ids)],
-    })
-    test = Dataset(x=s.test_in, name=name, meta={"kind": "interactions", "holdout": s.test_out, "item_ids": item_ids,
-                                                 "user_ids": s.users["test"].tolist()})
-    return Splits(train=train, test=test, name=name)
+    has_val = s.val_in.shape[0] > 0
+    extras = RankingData(item_ids=item_ids, test_holdout=s.test_out, test_user_ids=s.users["test"].tolist(),
+                         val_fold_in=s.val_in if has_val else None, val_holdout=s.val_out if has_val else None,
+                         users={k: len(v) for k, v in s.users.items()}, raw=raw, positives=positives)
+    return Splits(train=Dataset(x=s.train, name=name), test=Dataset(x=s.test_in, name=name), name=name, extras=extras)
 
 
 def describe(splits: Splits) -> str:
     """One line on the protocol's user counts (for logs and benchmarks)."""
-    u = splits.train.meta.get("users", {})
+    u = splits.extras.users
     return json.dumps({**u, "items": splits.train.x.shape[1], "train_interactions": int(splits.train.x.nnz)})

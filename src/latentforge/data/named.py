@@ -7,25 +7,13 @@ checked against their published hashes. Offline, the error says which files to p
 
 from __future__ import annotations
 
-import hashlib
-import os
-import shutil
-import tempfile
-import urllib.request
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
 from .dataset import Dataset, Splits, holdout_split
 from .files import array_dataset, read_idx, read_npz
-
-
-@dataclass(frozen=True)
-class RemoteFile:
-    name: str
-    digest: str  # "sha256:<hex>" or "md5:<hex>"
+from .store import RemoteFile, find_or_fetch
 
 
 @dataclass(frozen=True)
@@ -70,73 +58,6 @@ MEDMNIST_URL = "https://zenodo.org/records/10519652/files/"
 NAMES = ("digits", *IDX_SETS, *MEDMNIST, "movielens-100k")
 
 
-def data_dirs() -> list[Path]:
-    """Where named data sets are searched, in order."""
-    dirs = []
-    if os.environ.get("LATENTFORGE_DATA_DIR"):
-        dirs.append(Path(os.environ["LATENTFORGE_DATA_DIR"]).expanduser())
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "latentforge"
-    dirs.append(cache)
-    return dirs
-
-
-def file_digest(path: Path, algo: str = "sha256") -> str:
-    """Hex digest of a file, read in 1 MB blocks."""
-    h = hashlib.new(algo)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _find_or_fetch(folder: str, files: tuple[RemoteFile, ...], mirrors: tuple[str, ...], what: str) -> list[Path]:
-    for d in data_dirs():
-        paths = [d / folder / f.name for f in files]
-        if all(p.exists() for p in paths):
-            return paths
-    if os.environ.get("LATENTFORGE_OFFLINE"):
-        raise _missing(folder, files, what, "downloads are off (LATENTFORGE_OFFLINE is set)")
-    target = data_dirs()[-1] / folder
-    out = []
-    for f in files:
-        dest = target / f.name
-        if not dest.exists():
-            _download(f, mirrors, dest, folder, files, what)
-        out.append(dest)
-    return out
-
-
-def _download(f: RemoteFile, mirrors: tuple[str, ...], dest: Path, folder: str, files, what: str) -> None:
-    algo, want = f.digest.split(":")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    last = ""
-    for base in mirrors:
-        try:
-            with urllib.request.urlopen(base + f.name, timeout=30) as r, tempfile.NamedTemporaryFile(
-                dir=dest.parent, delete=False
-            ) as tmp:
-                shutil.copyfileobj(r, tmp)
-            got = file_digest(Path(tmp.name), algo)
-            if got != want:
-                os.unlink(tmp.name)
-                last = f"{base}{f.name} has {algo} {got}, expected {want}"
-                continue
-            os.replace(tmp.name, dest)
-            return
-        except OSError as e:
-            last = f"{base}{f.name}: {e}"
-    raise _missing(folder, files, what, f"download failed ({last})")
-
-
-def _missing(folder: str, files, what: str, why: str) -> UserError:
-    names = ", ".join(f.name for f in files)
-    where = " or ".join(str(d / folder) for d in data_dirs())
-    return UserError(
-        f"{what} is not available locally and {why}. Put the files {names} into {where} "
-        f"(set LATENTFORGE_DATA_DIR to the folder that holds '{folder}/'), then run the command again."
-    )
-
-
 def load_digits_splits() -> Splits:
     """scikit-learn's bundled 8×8 digits (1,797 images, grey levels 0–16): no network needed."""
     from sklearn.datasets import load_digits
@@ -149,7 +70,7 @@ def load_digits_splits() -> Splits:
 
 def load_idx_splits(name: str) -> Splits:
     spec = IDX_SETS[name]
-    tr_x, tr_y, te_x, te_y = _find_or_fetch(spec.folder, spec.files, spec.mirrors, name)
+    tr_x, tr_y, te_x, te_y = find_or_fetch(spec.folder, spec.files, spec.mirrors, name)
     train = array_dataset(read_idx(tr_x), read_idx(tr_y), name)
     test = array_dataset(read_idx(te_x), read_idx(te_y), name)
     for ds in (train, test):
@@ -158,7 +79,7 @@ def load_idx_splits(name: str) -> Splits:
 
 
 def load_medmnist_splits(name: str) -> Splits:
-    (path,) = _find_or_fetch("medmnist", (MEDMNIST[name],), (MEDMNIST_URL,), name)
+    (path,) = find_or_fetch("medmnist", (MEDMNIST[name],), (MEDMNIST_URL,), name)
     train, test = read_npz(path, "train"), read_npz(path, "test")
     train.name = test.name = name
     return Splits(train=train, test=test, name=name)

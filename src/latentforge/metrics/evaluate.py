@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from ..data import Dataset
+from ..models.base import Encoder, Likelihood, Reconstructor, Sampler
 from ..train import evaluate_loss
 from .likelihood import iwae_nll
 from .reconstruction import per_sample_bce, per_sample_mse, ssim_per_sample
@@ -17,8 +18,7 @@ def evaluate_model(model: nn.Module, test: Dataset, *, k: int = 1000, max_iwae: 
                    chunk: int = 250, features=None) -> dict[str, float]:
     """The ``test`` block of ``metrics.json``: loss, ELBO, IWAE NLL (k samples), recon MSE, BCE, PSNR,
     SSIM, sample quality (FID, KID, precision/recall, density/coverage) for generative image models, and
-    on labelled data the representation metrics of the codes (probe_acc, kmeans_acc, nmi, ari);
-    for recommenders (interaction data) loss, Recall@20, Recall@50 and NDCG@100 instead.
+    on labelled data the representation metrics of the codes (probe_acc, kmeans_acc, nmi, ari).
 
     Streams the test set in chunks so memory stays flat. ``max_iwae`` evaluates the IWAE bound
     on the first N test samples only (recorded as ``iwae_n``). ``features`` is the feature space of
@@ -35,11 +35,6 @@ def _evaluate(model: nn.Module, test: Dataset, *, k: int, max_iwae: int | None, 
               chunk: int, features) -> dict[str, float]:
     model.eval()
     out: dict[str, float] = {"loss": evaluate_loss(model, test, device=device)["loss"]}
-    if "holdout" in test.meta:  # interactions: rank each test user's held-out items from their fold-in items
-        from .ranking import evaluate_ranking
-
-        return {**out, **evaluate_ranking(lambda x: model.scores(x).cpu().numpy(), test.x, test.meta["holdout"],
-                                          batch_size=chunk)}
     quality = quality_skip_reason(model, test, features) is None
     if quality and features is not None:  # a feature net that cannot run fails now, not after the IWAE pass
         features(test.head(2))
@@ -52,13 +47,13 @@ def _evaluate(model: nn.Module, test: Dataset, *, k: int, max_iwae: int | None, 
     for start in tqdm(range(0, len(test), chunk), desc="evaluate", disable=not progress, leave=False):
         xn = test.x[start : start + chunk].astype(np.float32) / test.scale
         x = torch.from_numpy(xn).to(device)
-        if hasattr(model, "elbo"):
+        if isinstance(model, Likelihood):
             elbo.append(model.elbo(x).cpu())
-        if hasattr(model, "iwae_nll") and k > 0 and start < n_iwae:
+        if isinstance(model, Likelihood) and k > 0 and start < n_iwae:
             nll.append(torch.from_numpy(iwae_nll(model, x[: n_iwae - start], k=k)))
-        if hasattr(model, "encode") and test.y is not None and start < probe_n:
+        if isinstance(model, Encoder) and test.y is not None and start < probe_n:
             codes.append(model.encode(x[: probe_n - start])[0].flatten(1).cpu().numpy())
-        if hasattr(model, "reconstruct"):
+        if isinstance(model, Reconstructor):
             rec = model.reconstruct(x).cpu().numpy()
             mse_i.append(per_sample_mse(xn, rec))
             if test.in_unit_interval:
@@ -91,7 +86,7 @@ def _evaluate(model: nn.Module, test: Dataset, *, k: int, max_iwae: int | None, 
 
 def quality_skip_reason(model: nn.Module, test: Dataset, features=None) -> str | None:
     """Why sample quality does not apply to this model and data (None: it applies)."""
-    if not hasattr(model, "sample") or getattr(model, "uses_labels", False):
+    if not isinstance(model, Sampler) or model.uses_labels:
         return "the model does not draw unconditional samples"
     if not (test.is_image and test.in_unit_interval):
         return "sample quality needs images with values in [0, 1]"

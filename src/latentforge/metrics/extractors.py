@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.named import data_dirs, file_digest
+from ..data.store import data_dirs, file_digest
 from ..errors import UserError
 
 INCEPTION_FILE = "inception-2015-12-05.pt"

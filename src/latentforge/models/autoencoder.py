@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ..errors import UserError
-from . import register
-from .body import Body
+from ..settings import SettingError, setting
+from .base import Batch
+from .body import Body, BodyConfig
+from .registry import register
 
 NOISES = ("gaussian", "mask", "saltpepper")
 
@@ -20,9 +21,9 @@ def parse_noise(spec: str) -> tuple[str, float]:
     try:
         value = float(level)
     except ValueError:
-        raise UserError(f"--noise must look like gaussian:0.3, mask:0.5 or saltpepper:0.1; got {spec!r}") from None
+        raise SettingError("noise", f"must look like gaussian:0.3, mask:0.5 or saltpepper:0.1; got {spec!r}") from None
     if kind not in NOISES or value < 0 or (kind != "gaussian" and value > 1):
-        raise UserError(f"--noise must be one of gaussian:σ, mask:p, saltpepper:p (0 ≤ p ≤ 1); got {spec!r}")
+        raise SettingError("noise", f"must be one of gaussian:σ, mask:p, saltpepper:p (0 ≤ p ≤ 1); got {spec!r}")
     return kind, value
 
 
@@ -37,24 +38,30 @@ def corrupt(x: torch.Tensor, kind: str, level: float) -> torch.Tensor:
     return torch.where(keep, x, salt)
 
 
-@register("ae")
+@dataclass
+class AEConfig(BodyConfig):
+    """Settings of the plain autoencoder."""
+
+
+@dataclass
+class DAEConfig(BodyConfig):
+    """Settings of the denoising autoencoder."""
+
+    noise: str = setting("mask:0.3", "corruption while training: gaussian:σ, mask:p or saltpepper:p")
+
+    def check(self) -> None:
+        super().check()
+        parse_noise(self.noise)
+
+
+@register("ae", AEConfig, task="generate")
 class AutoEncoder(Body):
     """x → z → x̂ with a reconstruction loss: BCE (``likelihood="bernoulli"``) or Gaussian NLL (MSE-like)."""
 
-    def __init__(self, *, input_shape: Sequence[int], latent_dim: int = 20, hidden: Sequence[int] = (400,),
-                 likelihood: str = "bernoulli", activation: str = "relu", arch: str = "auto",
-                 channels: Sequence[int] = (32, 64), scaling: str = "standard", trim: float = 0.0) -> None:
+    def __init__(self, c: AEConfig) -> None:
         super().__init__()
-        if latent_dim < 1:
-            raise ValueError("latent_dim must be positive")
-        self.config = dict(input_shape=list(input_shape), latent_dim=latent_dim, hidden=list(hidden),
-                           likelihood=likelihood, activation=activation, arch=arch, channels=list(channels),
-                           scaling=scaling, trim=trim)
-        self.latent_dim = latent_dim
-        feat = self.build(input_shape=input_shape, likelihood=likelihood, arch=arch, hidden=hidden,
-                          channels=channels, activation=activation, decoder_in=latent_dim, scaling=scaling, trim=trim)
-        self.config["arch"] = self.arch
-        self.to_code = nn.Linear(feat, latent_dim)
+        self.latent_dim = c.latent_dim
+        self.to_code = nn.Linear(self.build_from(c, decoder_in=c.latent_dim), c.latent_dim)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
         """The code z (a tuple like VAE.encode, so tasks treat both alike)."""
@@ -69,8 +76,8 @@ class AutoEncoder(Body):
     def _input(self, x: torch.Tensor) -> torch.Tensor:
         return x
 
-    def loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = x.flatten(1)
+    def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
+        x = batch.x.flatten(1)
         rec = self.recon_nll(self.decoder_out(self.encode(self._input(x))[0]), x)
         return {"loss": self.trimmed_mean(rec)}
 
@@ -81,19 +88,14 @@ class AutoEncoder(Body):
         return self.recon_nll(self.decoder_out(self.encode(x)[0]), x)
 
 
-@register("dae")
+@register("dae", DAEConfig, task="generate")
 class DenoisingAutoEncoder(AutoEncoder):
     """Trained to reconstruct clean inputs from corrupted ones (``noise="gaussian:0.3"``, ``"mask:0.5"``,
     ``"saltpepper:0.1"``); corruption only while training."""
 
-    def __init__(self, *, input_shape: Sequence[int], latent_dim: int = 20, hidden: Sequence[int] = (400,),
-                 likelihood: str = "bernoulli", activation: str = "relu", arch: str = "auto",
-                 channels: Sequence[int] = (32, 64), noise: str = "mask:0.3", scaling: str = "standard",
-                 trim: float = 0.0) -> None:
-        super().__init__(input_shape=input_shape, latent_dim=latent_dim, hidden=hidden, likelihood=likelihood,
-                         activation=activation, arch=arch, channels=channels, scaling=scaling, trim=trim)
-        self.noise_kind, self.noise_level = parse_noise(noise)
-        self.config["noise"] = noise
+    def __init__(self, c: DAEConfig) -> None:
+        super().__init__(c)
+        self.noise_kind, self.noise_level = parse_noise(c.noise)
 
     def _input(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:

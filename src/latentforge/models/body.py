@@ -24,19 +24,42 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..nn import ACTIVATIONS, conv_decoder, conv_encoder, mlp, resolve_arch
+from ..settings import setting
+from .base import Model, ModelConfig
 from .likelihoods import LIKELIHOODS, bernoulli_nll, cb_mean, cb_nll, gaussian_nll
 
 SCALINGS = ("standard", "robust")
 KNEE = 3.0  # robust scaling: u = KNEE·asinh(x / KNEE), linear for |x| ≲ KNEE, logarithmic beyond
 
 
-class Body(nn.Module):
+ARCHS = ("auto", "mlp", "conv")
+
+
+@dataclass
+class BodyConfig(ModelConfig):
+    """Settings of the autoencoder family's networks."""
+
+    latent_dim: int = setting(20, "size of the latent code z", min=1)
+    hidden: tuple[int, ...] = setting((400,), "hidden layer sizes of the encoder; the decoder mirrors them", min=1)
+    likelihood: str = setting("bernoulli", "decoder likelihood: bernoulli, cb (continuous Bernoulli) or gaussian "
+                              "(auto: bernoulli for values in [0, 1], else gaussian)", choices=LIKELIHOODS,
+                              cli_default="auto")
+    activation: str = setting("relu", "activation between layers", choices=tuple(ACTIVATIONS))
+    arch: str = setting("auto", "network: mlp, conv or auto (conv for images of at least 28x28, else mlp)",
+                        choices=ARCHS)
+    channels: tuple[int, ...] = setting((32, 64), "conv channels per stride-2 stage", min=1)
+    scaling: str = setting("standard", "tables: standard (mean/std) or robust (median/IQR, asinh)", choices=SCALINGS)
+    trim: float = setting(0.0, "leave this share of worst-fit rows out of each batch's loss", min=0, below=1)
+
+
+class Body(Model):
     """Base for AE/DAE/VAE-style models. Subclasses call :meth:`build` in ``__init__``."""
 
     def build(self, *, input_shape: Sequence[int], likelihood: str, arch: str, hidden: Sequence[int],
@@ -60,6 +83,14 @@ class Body(nn.Module):
             self.encoder = nn.Sequential(conv_encoder(input_shape, feat, channels=channels, activation=activation),
                                          ACTIVATIONS[activation]())
             self.decoder = conv_decoder(decoder_in, input_shape, channels=channels, activation=activation)
+        return feat
+
+    def build_from(self, c: BodyConfig, *, decoder_in: int) -> int:
+        """:meth:`build` from the family's settings; records the resolved ``arch`` in them."""
+        feat = self.build(input_shape=c.input_shape, likelihood=c.likelihood, arch=c.arch, hidden=c.hidden,
+                          channels=c.channels, activation=c.activation, decoder_in=decoder_in, scaling=c.scaling,
+                          trim=c.trim)
+        c.arch = self.arch  # "auto" resolved, so a saved run rebuilds the same network
         return feat
 
     def setup_io(self, *, input_shape: Sequence[int], likelihood: str, scaling: str = "standard",

@@ -24,13 +24,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..nn import resolve_arch
-from . import register
+from ..settings import setting
+from .base import Batch, Model, ModelConfig
 from .body import feature_scaling, robust_location_scale
+from .registry import register
 
 OBJECTIVES = ("one-class", "soft-boundary")
 
@@ -76,36 +80,35 @@ def _mirror_decoder(net: nn.Sequential, input_shape: Sequence[int], latent_dim: 
     return nn.Sequential(*layers, nn.Sigmoid())
 
 
-@register("deep-svdd")
-class DeepSVDD(nn.Module):
+@dataclass
+class DeepSVDDConfig(ModelConfig):
+    """Settings of Deep SVDD."""
+
+    latent_dim: int = setting(32, "size of the output space φ(x) where the sphere lies", min=1, max=100000)
+    hidden: tuple[int, ...] = setting((128, 64), "hidden sizes of the MLP network (tables)", min=1)
+    arch: str = setting("auto", "network: mlp, conv or auto (conv for images of at least 28x28)",
+                        choices=("auto", "mlp", "conv"))
+    channels: tuple[int, ...] = setting((8, 4), "conv channels per 5x5 conv + 2x2 pool stage (images)", min=1)
+    objective: str = setting("one-class", "one-class or soft-boundary", choices=OBJECTIVES)
+    nu: float = setting(0.1, "soft-boundary: share of training data allowed outside the sphere", above=0, max=1)
+    eps: float = setting(0.1, "centre coordinates nearer 0 than this are pushed to ±eps", above=0)
+    n_nets: int = setting(5, "networks from different random starts, averaged (1: the paper's)", min=1, max=1000)
+    pretrain: int = setting(0, "epochs of autoencoder pretraining of each network", min=0, max=100000)
+    pretrain_lr: float = setting(1e-3, "learning rate of the pretraining", above=0)
+    pretrain_batch_size: int = setting(128, "batch size of the pretraining", min=1)
+
+
+@register("deep-svdd", DeepSVDDConfig, task="anomaly")
+class DeepSVDD(Model):
     """One-class Deep SVDD on tables (standardised inside, statistics stored) or images."""
 
-    detector = True  # a run of it gets anomaly scores, a threshold and the score histogram
-
-    def __init__(self, *, input_shape: Sequence[int], latent_dim: int = 32, hidden: Sequence[int] = (128, 64),
-                 arch: str = "auto", channels: Sequence[int] = (8, 4), objective: str = "one-class",
-                 nu: float = 0.1, eps: float = 0.1, n_nets: int = 5, pretrain: int = 0, pretrain_lr: float = 1e-3,
-                 pretrain_batch_size: int = 128) -> None:
+    def __init__(self, c: DeepSVDDConfig) -> None:
         super().__init__()
-        if objective not in OBJECTIVES:
-            raise ValueError(f"unknown objective {objective!r}; use one-class or soft-boundary")
-        if not 0 < nu <= 1:
-            raise ValueError(f"nu must be in (0, 1], got {nu}")
-        if pretrain < 0:
-            raise ValueError(f"pretrain must be 0 or more epochs, got {pretrain}")
-        if n_nets < 1:
-            raise ValueError(f"n_nets must be at least 1, got {n_nets}")
-        if not pretrain_lr > 0 or pretrain_batch_size < 1:
-            raise ValueError("pretrain_lr must be positive and pretrain_batch_size at least 1")
-        if latent_dim < 1 or any(h < 1 for h in hidden) or any(c < 1 for c in channels):
-            raise ValueError("latent_dim, hidden sizes and channels must be positive")
-        arch = resolve_arch(arch, input_shape)
-        self.config = dict(input_shape=list(input_shape), latent_dim=latent_dim, hidden=list(hidden), arch=arch,
-                           channels=list(channels), objective=objective, nu=nu, eps=eps, n_nets=n_nets,
-                           pretrain=pretrain, pretrain_lr=pretrain_lr, pretrain_batch_size=pretrain_batch_size)
-        self.pretrain, self.pretrain_lr, self.pretrain_batch_size = pretrain, pretrain_lr, pretrain_batch_size
+        input_shape, latent_dim, hidden, channels, n_nets = c.input_shape, c.latent_dim, c.hidden, c.channels, c.n_nets
+        c.arch = arch = resolve_arch(c.arch, input_shape)
+        self.pretrain, self.pretrain_lr, self.pretrain_batch_size = c.pretrain, c.pretrain_lr, c.pretrain_batch_size
         self.input_shape = tuple(input_shape)
-        self.arch, self.objective, self.nu, self.eps = arch, objective, nu, eps
+        self.arch, self.objective, self.nu, self.eps = arch, c.objective, c.nu, c.eps
         d = math.prod(input_shape)
         self.nets = nn.ModuleList(_bias_free_mlp([d, *hidden, latent_dim]) if arch == "mlp"
                                   else _bias_free_conv(input_shape, latent_dim, channels) for _ in range(n_nets))
@@ -119,8 +122,8 @@ class DeepSVDD(nn.Module):
         self.register_buffer("score_scale", torch.ones(n_nets))
         self.register_buffer("epochs_seen", torch.zeros((), dtype=torch.long))
 
-    @staticmethod
-    def upgrade_saved(config: dict, state: dict[str, torch.Tensor]) -> tuple[dict, dict[str, torch.Tensor]]:
+    @classmethod
+    def upgrade_saved(cls, config: dict, state: dict[str, torch.Tensor]) -> tuple[dict, dict[str, torch.Tensor]]:
         """Read a run saved before ``n_nets`` existed: one network ``net.*``, a centre of shape (latent,)."""
         if "n_nets" in config:
             return config, state
@@ -192,9 +195,9 @@ class DeepSVDD(nn.Module):
         self.center.copy_(c)
         self.train(was)
 
-    def loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         """The networks' objectives summed (each network's gradient is its own objective's)."""
-        dist = self.distances(x)
+        dist = self.distances(batch.x)
         if self.objective == "one-class":
             return {"loss": dist.mean(0).sum()}
         r2 = self.radius**2
@@ -205,7 +208,7 @@ class DeepSVDD(nn.Module):
         return dist - self.radius**2 if self.objective == "soft-boundary" else dist
 
     @torch.no_grad()
-    def after_epoch(self, train) -> dict[str, float]:
+    def on_epoch_end(self, epoch: int, train, run_dir: Path | None = None) -> dict[str, float]:
         """Soft-boundary: R_k ← (1 − ν)-quantile of net k's training distances (after the first epoch);
         several networks: the median and IQR of each one's training scores."""
         self.epochs_seen += 1

@@ -16,6 +16,7 @@ import math
 import sys
 from collections.abc import Callable, Sequence
 from copy import deepcopy
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -24,7 +25,9 @@ from torch import nn
 
 from ..errors import UserError
 from ..nn import conv_decoder, conv_encoder, default_arch, mlp
-from . import register
+from ..settings import SettingError, setting
+from .base import Batch, Model, ModelConfig
+from .registry import register
 
 COLLAPSE_RATIO = 0.5  # a generator batch less than half as diverse as usual counts as collapsed
 DIVERSITY_WARMUP = 200  # generator steps before the collapse check starts
@@ -60,30 +63,49 @@ def _spectral_norm_linears(net: nn.Sequential) -> nn.Sequential:
     return net
 
 
-class GAN(nn.Module):
+@dataclass
+class GANConfig(ModelConfig):
+    """Settings of the GANs."""
+
+    latent_dim: int = setting(64, "size of the generator's noise z", min=1, max=100000)
+    hidden: tuple[int, ...] = setting((256, 256), "hidden sizes of the MLP generator (the discriminator mirrors them)",
+                                      min=1)
+    channels: tuple[int, ...] = setting((32, 64), "conv channels per stride-2 stage", min=1)
+    arch: str = setting("auto", "network: mlp, conv or auto (conv for images)", choices=("auto", "mlp", "conv"))
+    d_steps: int = setting(1, "discriminator (critic) steps per generator step", min=1, max=1000)
+    spectral_norm: bool = setting(False, "spectral normalisation of the discriminator")
+    ema: float = setting(0.999, "decay of the generator's weight average that samples are drawn from (0: none)",
+                         min=0, below=1)
+    lr_d: float | None = setting(None, "discriminator learning rate (default: the trainer's lr)", above=0)
+
+    def check(self) -> None:
+        super().check()
+        arch = default_arch(self.input_shape) if self.arch == "auto" else self.arch
+        if arch == "conv" and len(self.input_shape) != 3:
+            raise SettingError("arch", f"conv needs images (channels, height, width); got samples of shape "
+                               f"{list(self.input_shape)}")
+
+
+@dataclass
+class WGANGPConfig(GANConfig):
+    """Settings of WGAN-GP (the paper's 5 critic steps)."""
+
+    d_steps: int = setting(5, "discriminator (critic) steps per generator step", min=1, max=1000)
+    gp_weight: float = setting(10.0, "gradient penalty weight λ", min=0)
+
+
+class GAN(Model):
     """Generator G(z), z ~ N(0, I), against a discriminator D; subclasses give the two losses."""
 
     betas = (0.5, 0.999)
 
-    def __init__(self, *, input_shape: Sequence[int], latent_dim: int = 64, hidden: Sequence[int] = (256, 256),
-                 channels: Sequence[int] = (32, 64), arch: str = "auto", d_steps: int = 1, spectral_norm: bool = False,
-                 ema: float = 0.999, lr_d: float | None = None) -> None:
+    def __init__(self, c: GANConfig) -> None:
         super().__init__()
-        arch = default_arch(input_shape) if arch == "auto" else arch
-        if arch not in ("conv", "mlp"):
-            raise ValueError(f"unknown arch {arch!r}; use mlp, conv or auto")
-        if arch == "conv" and len(input_shape) != 3:
-            raise ValueError(f"arch conv needs images (channels, height, width); got samples of shape {list(input_shape)}")
-        hidden, channels = list(hidden), list(channels)
-        if latent_dim < 1 or d_steps < 1 or any(h < 1 for h in hidden + channels):
-            raise ValueError("latent_dim, d_steps, hidden sizes and channels must be positive")
-        if not 0 <= ema < 1:
-            raise ValueError(f"ema is a decay in [0, 1), got {ema}")
-        if lr_d is not None and not lr_d > 0:
-            raise ValueError(f"lr_d must be positive, got {lr_d}")
-        self.config = dict(input_shape=list(input_shape), latent_dim=latent_dim, hidden=hidden, channels=channels,
-                           arch=arch, d_steps=d_steps, spectral_norm=spectral_norm, ema=ema, lr_d=lr_d)
-        self.input_shape, self.latent_dim, self.d_steps, self.ema, self.lr_d = tuple(input_shape), latent_dim, d_steps, ema, lr_d
+        c.arch = arch = default_arch(c.input_shape) if c.arch == "auto" else c.arch
+        input_shape, latent_dim, hidden, channels = c.input_shape, c.latent_dim, list(c.hidden), list(c.channels)
+        spectral_norm = c.spectral_norm
+        self.input_shape, self.latent_dim, self.d_steps, self.ema, self.lr_d = (tuple(input_shape), latent_dim,
+                                                                                c.d_steps, c.ema, c.lr_d)
         d = math.prod(input_shape)
         if arch == "conv":
             self.generator = conv_decoder(latent_dim, input_shape, channels=channels, batchnorm=True)
@@ -147,12 +169,12 @@ class GAN(nn.Module):
                                       fused=True),
                 "g": torch.optim.Adam(self.generator.parameters(), lr=lr, betas=self.betas, fused=True)}
 
-    def training_step(self, x: torch.Tensor, y: torch.Tensor | None,
-                      optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, torch.Tensor]:
+    def training_step(self, batch: Batch, optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, torch.Tensor]:
         """One D update on this real batch; every ``d_steps``-th call also one G update and the EMA.
 
         Between G updates the last G values are logged again, so every key has a value per batch.
         """
+        x = batch.x
         real = x.view(len(x), *self.input_shape) * 2 - 1
         with torch.no_grad():
             fake = self._fake(self.generator, torch.randn(len(real), self.latent_dim, device=real.device))
@@ -205,8 +227,9 @@ class GAN(nn.Module):
         for e, b in zip(self.g_ema.buffers(), self.generator.buffers()):
             e.copy_(b)  # batchnorm statistics: the current generator's
 
-    def loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Discriminator loss on held-out real data against fresh fakes (no penalty; no updates)."""
+        x = batch.x
         real = x.view(len(x), *self.input_shape) * 2 - 1
         fake = self._fake(self.generator, torch.randn(len(real), self.latent_dim, device=real.device))
         d_real, d_fake = self._critic(real), self._critic(fake)
@@ -226,6 +249,12 @@ class GAN(nn.Module):
         z = torch.randn(n, self.latent_dim, generator=g, device=device)
         return (self._fake(self.g_ema, z) + 1) / 2
 
+    def on_epoch_end(self, epoch: int, train, run_dir: Path | None) -> dict[str, float]:
+        """In a run: the fixed-noise progress pictures of this epoch (see :meth:`epoch_artifacts`)."""
+        if run_dir is not None:
+            self.epoch_artifacts(epoch, run_dir)
+        return {}
+
     @torch.no_grad()
     def epoch_artifacts(self, epoch: int, run_dir: Path) -> None:
         """Fixed-noise grid of this epoch (``progress/epoch_NNN.png``), the strip ``gan_progress.png``,
@@ -243,25 +272,8 @@ class GAN(nn.Module):
                   "columns of history.csv. Try --spectral-norm, a lower --lr or wgan-gp", file=sys.stderr)
         self.collapsed.zero_()
 
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """``model.safetensors`` + ``config.json`` (see :mod:`latentforge.checkpoint`; no pickle)."""
-        from ..checkpoint import save_model
 
-        save_model(self, Path(directory))
-        return Path(directory)
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path, *, device: str = "cpu") -> GAN:
-        """Load a ``save_pretrained`` or ``latentforge train`` directory."""
-        from ..checkpoint import load_model
-
-        model = load_model(Path(directory), device=device)
-        if not isinstance(model, cls):
-            raise UserError(f"{directory} holds a {model.registry_name}, not a {cls.registry_name}")
-        return model
-
-
-@register("dcgan")
+@register("dcgan", GANConfig, task="generate")
 class DCGAN(GAN):
     """Non-saturating GAN loss (Goodfellow et al. 2014, arXiv:1406.2661, §3) with DCGAN's Adam(2e-4, β₁=0.5)."""
 
@@ -277,21 +289,15 @@ class DCGAN(GAN):
         return F.softplus(-d_fake).mean()  # −log σ(D(G(z))): the non-saturating generator loss
 
 
-@register("wgan-gp")
+@register("wgan-gp", WGANGPConfig, task="generate")
 class WGANGP(GAN):
     """Wasserstein critic with a gradient penalty; Adam(1e-4, β=(0, 0.9)) and 5 critic steps, as in the paper."""
 
     betas = (0.0, 0.9)
 
-    def __init__(self, *, input_shape: Sequence[int], latent_dim: int = 64, hidden: Sequence[int] = (256, 256),
-                 channels: Sequence[int] = (32, 64), arch: str = "auto", d_steps: int = 5, spectral_norm: bool = False,
-                 ema: float = 0.999, lr_d: float | None = None, gp_weight: float = 10.0) -> None:
-        super().__init__(input_shape=input_shape, latent_dim=latent_dim, hidden=hidden, channels=channels, arch=arch,
-                         d_steps=d_steps, spectral_norm=spectral_norm, ema=ema, lr_d=lr_d)
-        if gp_weight < 0:
-            raise ValueError(f"gp_weight must be 0 or more, got {gp_weight}")
-        self.gp_weight = gp_weight
-        self.config["gp_weight"] = gp_weight
+    def __init__(self, c: WGANGPConfig) -> None:
+        super().__init__(c)
+        self.gp_weight = c.gp_weight
 
     def d_loss_terms(self, d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
         return d_fake.mean() - d_real.mean()  # −(Wasserstein-1 estimate)

@@ -16,7 +16,9 @@ weights (``l2`` · Σw² added to the batch-mean loss).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,38 +26,53 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..nn import mlp
-from . import register
+from ..settings import SettingError, setting
+from .base import Batch, Model, ModelConfig
+from .registry import register
 
 
-@register("mult-vae")
-class MultVAE(nn.Module):
+@dataclass
+class MultDAEConfig(ModelConfig):
+    """Settings of Mult-DAE; ``item_ids`` come from the data."""
+
+    hidden: tuple[int, ...] = setting((), "hidden layer sizes between the items and the code", min=1)
+    latent_dim: int = setting(600, "size of the user code", min=1, max=1000000)
+    dropout: float = setting(0.5, "input dropout", min=0, below=1)
+    l2: float = setting(2e-5, "L2 penalty on the weights", min=0)
+    item_ids: Any = setting(None, "the data's item ids, one per input column", cli=False)
+
+    def check(self) -> None:
+        super().check()
+        if self.item_ids is not None:
+            if not isinstance(self.item_ids, (list, tuple)) or len(self.item_ids) != int(self.input_shape[-1]):
+                raise SettingError("item_ids", f"must list one id per item column ({int(self.input_shape[-1])})")
+            self.item_ids = list(self.item_ids)
+
+
+@dataclass
+class MultVAEConfig(MultDAEConfig):
+    """Settings of Mult-VAE (defaults chosen on MovieLens-100K validation users, docs/results.md)."""
+
+    dropout: float = setting(0.1, "input dropout", min=0, below=1)
+    l2: float = setting(1e-3, "L2 penalty on the weights", min=0)
+    beta_cap: float = setting(0.2, "the KL weight is annealed from 0 up to this; the epoch best on validation "
+                              "users is kept", min=0)
+    anneal_steps: int = setting(300, "updates over which the KL weight rises to beta_cap (0: from the start)", min=0)
+
+
+@register("mult-vae", MultVAEConfig, task="recommend")
+class MultVAE(Model):
     """Multinomial-likelihood VAE over a user's items; ``scores(x)`` ranks items for fold-in rows ``x``."""
 
     variational = True
     likelihood = "multinomial"
-    data_kind = "interactions"  # `latentforge train` loads user–item interactions for it
-    monitor = "val_ndcg@100"  # the trainer keeps the weights of the epoch where this peaked
     default_epochs = 200
 
-    def __init__(self, *, input_shape: Sequence[int], hidden: Sequence[int] = (), latent_dim: int = 600,
-                 dropout: float = 0.1, beta_cap: float = 0.2, anneal_steps: int = 300, l2: float = 1e-3,
-                 item_ids: Sequence | None = None) -> None:
+    def __init__(self, c: MultVAEConfig) -> None:
         super().__init__()
-        n_items = int(input_shape[-1])
-        if latent_dim < 1 or any(h < 1 for h in hidden):
-            raise ValueError("latent_dim and hidden sizes must be positive")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        if beta_cap < 0 or anneal_steps < 0 or l2 < 0:
-            raise ValueError("beta_cap, anneal_steps and l2 must be 0 or more")
-        if item_ids is not None and len(item_ids) != n_items:
-            raise ValueError(f"{len(item_ids)} item ids for {n_items} item columns")
-        self.config = {"input_shape": [n_items], "hidden": list(hidden), "latent_dim": latent_dim, "dropout": dropout,
-                       "l2": l2, "item_ids": None if item_ids is None else list(item_ids)}
-        if self.variational:
-            self.config.update(beta_cap=beta_cap, anneal_steps=anneal_steps)
-        self.n_items, self.dropout, self.l2 = n_items, dropout, l2
-        self.beta_cap, self.anneal_steps = beta_cap, anneal_steps
+        n_items, hidden, latent_dim = int(c.input_shape[-1]), c.hidden, c.latent_dim
+        self.n_items, self.dropout, self.l2 = n_items, c.dropout, c.l2
+        self.beta_cap, self.anneal_steps = getattr(c, "beta_cap", 0.0), getattr(c, "anneal_steps", 0)
         dims = [*hidden, 2 * latent_dim if self.variational else latent_dim]
         # The first layer reads only a user's items (a few dozen of thousands): its weight is stored
         # item-major and applied as a weighted sum of item rows (embedding_bag), which is the same
@@ -102,8 +119,9 @@ class MultVAE(nn.Module):
         mu, logvar = h.chunk(2, dim=-1)
         return mu, logvar
 
-    def loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Negative ELBO with the annealed β (VAE), or multinomial NLL + L2 (DAE), averaged over users."""
+        x = batch.x
         mu, logvar = self.encode(x)
         z = mu
         out: dict[str, torch.Tensor] = {}
@@ -133,26 +151,14 @@ class MultVAE(nn.Module):
         self.train(was)
         return out
 
-    def validate(self, train) -> dict[str, float]:
-        """Per-epoch hook of the trainer: NDCG@100 on the validation users the data set carries."""
-        from ..metrics.ranking import evaluate_ranking
-
-        out = {"beta": float(self.beta())} if self.variational else {}
-        val = train.meta.get("validation")
-        if val:
-            score = lambda x: self.scores(x).cpu().numpy()  # noqa: E731
-            out["val_ndcg@100"] = evaluate_ranking(score, val["fold_in"], val["holdout"], metrics=("ndcg@100",))["ndcg@100"]
-        return out
+    def on_epoch_end(self, epoch: int, train, run_dir: Path | None) -> dict[str, float]:
+        """The KL weight reached, for the history."""
+        return {"beta": float(self.beta())} if self.variational else {}
 
 
-@register("mult-dae")
+@register("mult-dae", MultDAEConfig, task="recommend")
 class MultDAE(MultVAE):
     """Denoising autoencoder with the multinomial likelihood: dropout on the input, no latent noise."""
 
     variational = False
     default_epochs = 150
-
-    def __init__(self, *, input_shape: Sequence[int], hidden: Sequence[int] = (), latent_dim: int = 600,
-                 dropout: float = 0.5, l2: float = 2e-5, item_ids: Sequence | None = None) -> None:
-        super().__init__(input_shape=input_shape, hidden=hidden, latent_dim=latent_dim, dropout=dropout, l2=l2,
-                         item_ids=item_ids)

@@ -11,52 +11,42 @@ same arithmetic as two 400→20 heads, one matmul fewer). ``n_classes > 0`` make
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import register
-from .body import Body
+from ..settings import setting
+from .base import Batch
+from .body import Body, BodyConfig
+from .registry import register
+from .vae_step import FusedVAEStep, supports_fused_step
 
 LOG_2PI = math.log(2 * math.pi)
 
 
-@register("vae")
+@dataclass
+class VAEConfig(BodyConfig):
+    """Settings of the VAE."""
+
+    beta: float = setting(1.0, "weight of the KL term (1 = the ELBO)", min=0)
+
+
+@register("vae", VAEConfig, task="generate")
 class VAE(Body):
     """Gaussian encoder q(z|x), standard normal prior, decoder likelihood p(x|z) in nats."""
 
-    def __init__(
-        self,
-        *,
-        input_shape: Sequence[int],
-        latent_dim: int = 20,
-        hidden: Sequence[int] = (400,),
-        likelihood: str = "bernoulli",
-        beta: float = 1.0,
-        activation: str = "relu",
-        arch: str = "auto",
-        channels: Sequence[int] = (32, 64),
-        scaling: str = "standard",
-        trim: float = 0.0,
-    ) -> None:
-        super().__init__()
-        self._init_vae(locals())
+    use_fused_step: bool = True  # the hand-fused step where it applies (benchmarks switch it off to compare)
 
-    def _init_vae(self, args: dict, n_classes: int = 0) -> None:
-        if args["latent_dim"] < 1:
-            raise ValueError("latent_dim must be positive")
-        self.config = {k: (list(v) if isinstance(v, (tuple, list)) else v) for k, v in args.items()
-                       if k not in ("self", "__class__")}
-        self.latent_dim = args["latent_dim"]
-        self.beta = float(args["beta"])
-        self.n_classes = n_classes
-        feat = self.build(input_shape=args["input_shape"], likelihood=args["likelihood"], arch=args["arch"],
-                          hidden=args["hidden"], channels=args["channels"], activation=args["activation"],
-                          decoder_in=self.latent_dim + n_classes, scaling=args["scaling"], trim=args["trim"])
-        self.config["arch"] = self.arch  # "auto" resolved, so a saved run rebuilds the same network
+    def __init__(self, c: VAEConfig) -> None:
+        super().__init__()
+        self.latent_dim = c.latent_dim
+        self.beta = float(getattr(c, "beta", 1.0))  # IWAE has no β: its bound is the ELBO's k-sample form
+        self.n_classes = n_classes = getattr(c, "n_classes", 0)  # CVAE
+        feat = self.build_from(c, decoder_in=self.latent_dim + n_classes)
         self.to_stats = nn.Linear(feat + n_classes, 2 * self.latent_dim)
+        self._fused = self._fused_for = None
 
     def _cond(self, h: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         if not self.n_classes:
@@ -102,28 +92,41 @@ class VAE(Body):
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
         return self.recon_nll(self.decoder_out(self._cond(z, y)), x), self.kl(mu, logvar)
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Negative ELBO per sample (β-weighted KL), averaged over the batch."""
-        rec, kl = self.terms(x, y)
+        rec, kl = self.terms(batch.x, batch.y)
         return {"loss": self.trimmed_mean(rec + self.beta * kl), "recon": rec.mean(), "kl": kl.mean()}
 
-    def fused_step(self, optimizer: torch.optim.Optimizer):
-        """The trainer's fast path (same arithmetic as ``loss().backward()``), or None if unsupported."""
-        from .vae_step import FusedVAEStep, supports_fused_step
-
-        return FusedVAEStep(self, optimizer) if supports_fused_step(self) else None
+    def training_step(self, batch: Batch, optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, torch.Tensor]:
+        """The hand-fused step (:mod:`.vae_step`: the same arithmetic as ``loss().backward()``) for the MLP
+        Bernoulli VAE with one Adam; the generic step otherwise."""
+        opt = next(iter(optimizers.values()))
+        if self._fused_for is not opt:  # a new fit: decide (and flatten the parameters) once
+            usable = self.use_fused_step and len(optimizers) == 1 and supports_fused_step(self)
+            self._fused, self._fused_for = (FusedVAEStep(self, opt) if usable else None), opt
+        if self._fused is not None:
+            return self._fused(batch.x)
+        return super().training_step(batch, optimizers)
 
     @torch.no_grad()
-    def elbo(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """ELBO per sample (β = 1), one posterior sample, in nats."""
+    def elbo(self, x: torch.Tensor, y: torch.Tensor | None = None, *, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """ELBO per sample (β = 1), in nats: one posterior sample, or the mean over the ``noise`` draws
+        (shape (k, latent_dim), shared by every sample, so a sample's value never depends on its batch-mates)."""
+        if noise is not None:
+            return self.log_weights(x, len(noise), y, noise=noise).mean(0)
         rec, kl = self.terms(x, y)
         return -(rec + kl)
 
-    def log_weights(self, x: torch.Tensor, k: int, y: torch.Tensor | None = None) -> torch.Tensor:
-        """log p(x, z_i) − log q(z_i|x) for k posterior samples: shape (k, batch)."""
+    def log_weights(self, x: torch.Tensor, k: int, y: torch.Tensor | None = None, *,
+                    noise: torch.Tensor | None = None) -> torch.Tensor:
+        """log p(x, z_i) − log q(z_i|x) for k posterior samples: shape (k, batch). ``noise`` (k, latent_dim):
+        the standard-normal draws to use, the same for every sample of the batch."""
         x = x.flatten(1)
         mu, logvar = self.encode(x, y)
-        eps = torch.randn(k, *mu.shape, device=mu.device)
+        if noise is None:
+            eps = torch.randn(k, *mu.shape, device=mu.device)
+        else:
+            eps = noise.to(mu.device, mu.dtype)[:, None, :].expand(k, *mu.shape)
         z = mu + eps * torch.exp(0.5 * logvar)
         log_q = (-0.5 * eps.square() - 0.5 * logvar - 0.5 * LOG_2PI).sum(-1)
         log_p_z = (-0.5 * z.square() - 0.5 * LOG_2PI).sum(-1)
@@ -131,9 +134,11 @@ class VAE(Body):
         return log_p_z - log_q - self.recon_nll(out, x.expand(k, *x.shape))
 
     @torch.no_grad()
-    def iwae_nll(self, x: torch.Tensor, *, k: int = 1000, chunk: int = 250, y: torch.Tensor | None = None) -> torch.Tensor:
+    def iwae_nll(self, x: torch.Tensor, *, k: int = 1000, chunk: int = 250, y: torch.Tensor | None = None,
+                 noise: torch.Tensor | None = None) -> torch.Tensor:
         """−log p(x) estimated with k importance samples (the IWAE bound), per sample, in nats."""
-        parts = [self.log_weights(x, min(chunk, k - i), y) for i in range(0, k, chunk)]
+        parts = [self.log_weights(x, min(chunk, k - i), y, noise=None if noise is None else noise[i : i + chunk])
+                 for i in range(0, k, chunk)]
         return -(torch.logsumexp(torch.cat(parts), 0) - math.log(k))
 
     @torch.no_grad()

@@ -4,15 +4,44 @@ conditional VAE and the IWAE objective."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
-from . import register
-from .vae import VAE
+from ..settings import setting
+from .base import Batch
+from .body import BodyConfig
+from .registry import register
+from .vae import VAE, VAEConfig
 
 
-@register("beta-vae")
+@dataclass
+class BetaVAEConfig(VAEConfig):
+    """Settings of the β-VAE."""
+
+    latent_dim: int = setting(10, "size of the latent code z", min=1)
+    beta: float = setting(4.0, "weight of the KL term (β > 1 for disentangled codes)", min=0)
+    kl_warmup: int = setting(0, "steps to ramp the KL weight from 0 to beta", min=0)
+    capacity: float = setting(0.0, "target KL capacity in nats (Burgess et al. 2018); grows linearly over "
+                              "capacity_steps", min=0)
+    capacity_steps: int = setting(10000, "steps to reach capacity", min=1)
+
+
+@dataclass
+class CVAEConfig(VAEConfig):
+    """Settings of the conditional VAE; ``n_classes`` comes from the data's labels."""
+
+    n_classes: int = setting(2, "number of classes (from the labels)", min=2, max=100000, cli=False)
+
+
+@dataclass
+class IWAEConfig(BodyConfig):
+    """Settings of the IWAE."""
+
+    k: int = setting(5, "importance samples in the training bound", min=1, max=100000)
+
+
+@register("beta-vae", BetaVAEConfig, task="generate")
 class BetaVAE(VAE):
     """β-VAE (Higgins et al. 2017): KL weighted by β > 1 for disentangled codes.
 
@@ -22,20 +51,13 @@ class BetaVAE(VAE):
     ``capacity_steps`` steps.
     """
 
-    def __init__(self, *, input_shape: Sequence[int], latent_dim: int = 10, hidden: Sequence[int] = (400,),
-                 likelihood: str = "bernoulli", beta: float = 4.0, activation: str = "relu", arch: str = "auto",
-                 channels: Sequence[int] = (32, 64), kl_warmup: int = 0, capacity: float = 0.0,
-                 capacity_steps: int = 10000, scaling: str = "standard", trim: float = 0.0) -> None:
-        super().__init__(input_shape=input_shape, latent_dim=latent_dim, hidden=hidden, likelihood=likelihood,
-                         beta=beta, activation=activation, arch=arch, channels=channels, scaling=scaling, trim=trim)
-        if kl_warmup < 0 or capacity < 0 or capacity_steps < 1:
-            raise ValueError("kl_warmup and capacity must be ≥ 0 and capacity_steps ≥ 1")
-        self.config.update(kl_warmup=kl_warmup, capacity=capacity, capacity_steps=capacity_steps)
-        self.kl_warmup, self.capacity, self.capacity_steps = kl_warmup, capacity, capacity_steps
+    def __init__(self, c: BetaVAEConfig) -> None:
+        super().__init__(c)
+        self.kl_warmup, self.capacity, self.capacity_steps = c.kl_warmup, c.capacity, c.capacity_steps
         self.register_buffer("step", torch.zeros((), dtype=torch.long))  # saved, so resume continues the schedule
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        rec, kl = self.terms(x, y)
+    def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
+        rec, kl = self.terms(batch.x, batch.y)
         step = float(self.step)
         if self.training:
             self.step += 1
@@ -51,28 +73,18 @@ class BetaVAE(VAE):
         return out
 
 
-@register("cvae")
+@register("cvae", CVAEConfig, task="generate")
 class CVAE(VAE):
     """Conditional VAE (Sohn et al. 2015): q(z|x, y) and p(x|z, y); ``sample(n, label=3)``."""
 
     uses_labels = True
 
-    def __init__(self, *, input_shape: Sequence[int], n_classes: int, latent_dim: int = 20,
-                 hidden: Sequence[int] = (400,), likelihood: str = "bernoulli", beta: float = 1.0,
-                 activation: str = "relu", arch: str = "auto", channels: Sequence[int] = (32, 64),
-                 scaling: str = "standard", trim: float = 0.0) -> None:
-        super(VAE, self).__init__()
-        if n_classes < 2:
-            raise ValueError(f"a conditional model needs at least 2 classes, got {n_classes}")
-        args = {k: v for k, v in locals().items() if k != "n_classes"}
-        self._init_vae(args, n_classes=n_classes)
-        self.config["n_classes"] = n_classes
-
-    def elbo(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def elbo(self, x: torch.Tensor, y: torch.Tensor | None = None, *, noise: torch.Tensor | None = None) -> torch.Tensor:
         if y is None:  # unlabelled data: the ELBO of the most likely label (a lower bound on max_y log p(x|y))
-            return torch.stack([super(CVAE, self).elbo(x, torch.full((len(x),), c, dtype=torch.long))
+            return torch.stack([super(CVAE, self).elbo(x, torch.full((len(x),), c, dtype=torch.long, device=x.device),
+                                                       noise=noise)
                                 for c in range(self.n_classes)]).max(0).values
-        return super().elbo(x, y)
+        return super().elbo(x, y, noise=noise)
 
     def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         if y is None:  # embeddings of unlabelled data: condition on the best label
@@ -94,26 +106,20 @@ class CVAE(VAE):
             scores.append(-(self.recon_nll(self.decoder_out(self._cond(mu, y)), x) + self.kl(mu, logvar)))
         return torch.stack(scores).argmax(0)
 
-    def iwae_nll(self, x: torch.Tensor, *, k: int = 1000, chunk: int = 250, y: torch.Tensor | None = None) -> torch.Tensor:
-        return super().iwae_nll(x, k=k, chunk=chunk, y=self._best_label(x) if y is None else y)
+    def iwae_nll(self, x: torch.Tensor, *, k: int = 1000, chunk: int = 250, y: torch.Tensor | None = None,
+                 noise: torch.Tensor | None = None) -> torch.Tensor:
+        return super().iwae_nll(x, k=k, chunk=chunk, y=self._best_label(x) if y is None else y, noise=noise)
 
 
-@register("iwae")
+@register("iwae", IWAEConfig, task="generate")
 class IWAE(VAE):
     """Trains on the k-sample importance-weighted bound (Burda et al. 2015, eq. 8) instead of the ELBO."""
 
-    def __init__(self, *, input_shape: Sequence[int], latent_dim: int = 20, hidden: Sequence[int] = (400,),
-                 likelihood: str = "bernoulli", activation: str = "relu", arch: str = "auto",
-                 channels: Sequence[int] = (32, 64), k: int = 5, scaling: str = "standard", trim: float = 0.0) -> None:
-        super().__init__(input_shape=input_shape, latent_dim=latent_dim, hidden=hidden, likelihood=likelihood,
-                         beta=1.0, activation=activation, arch=arch, channels=channels, scaling=scaling, trim=trim)
-        if k < 1:
-            raise ValueError(f"k must be at least 1, got {k}")
-        self.config.pop("beta", None)
-        self.config["k"] = k
-        self.k = k
+    def __init__(self, c: IWAEConfig) -> None:
+        super().__init__(c)
+        self.k = c.k
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        lw = self.log_weights(x, self.k)
+    def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
+        lw = self.log_weights(batch.x, self.k)
         bound = torch.logsumexp(lw, 0) - math.log(self.k)
         return {"loss": self.trimmed_mean(-bound), "elbo_k1": lw.mean()}

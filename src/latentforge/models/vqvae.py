@@ -8,15 +8,18 @@ each batch: its gradients never reach the encoder, so it only learns to model th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..nn import conv_depth, conv_sizes
-from . import register
+from ..settings import SettingError, setting
+from .base import Batch, ModelConfig
 from .body import Body
+from .likelihoods import LIKELIHOODS
+from .registry import register
 
 
 class EMAQuantizer(nn.Module):
@@ -99,24 +102,36 @@ class CodePrior(nn.Module):
         return torch.cat(out, 1)
 
 
-@register("vqvae")
+@dataclass
+class VQVAEConfig(ModelConfig):
+    """Settings of the VQ-VAE."""
+
+    n_codes: int = setting(128, "codebook size", min=2, max=65536)
+    code_dim: int = setting(32, "size of each codeword", min=1, max=4096)
+    channels: tuple[int, ...] = setting((32, 64), "conv channels per stride-2 stage", min=1)
+    commitment: float = setting(0.25, "commitment cost", min=0)
+    decay: float = setting(0.99, "EMA decay of the codebook", min=0, below=1)
+    likelihood: str = setting("bernoulli", "decoder likelihood", choices=LIKELIHOODS)
+    prior_width: int = setting(128, "width of the GRU prior over codes", min=1, max=8192)
+    restart_after: int = setting(200, "steps a code may go unused before it restarts", min=1)
+
+    def check(self) -> None:
+        super().check()
+        if len(self.input_shape) != 3:
+            raise SettingError("input_shape", f"must be an image shape (channels, height, width) for vqvae; got "
+                               f"samples of shape {list(self.input_shape)}")
+
+
+@register("vqvae", VQVAEConfig, task="generate")
 class VQVAE(Body):
     """Conv encoder → (B, D, h, w) → nearest of ``n_codes`` codewords → conv decoder; plus a code prior."""
 
-    def __init__(self, *, input_shape: Sequence[int], n_codes: int = 128, code_dim: int = 32,
-                 channels: Sequence[int] = (32, 64), commitment: float = 0.25, decay: float = 0.99,
-                 likelihood: str = "bernoulli", prior_width: int = 128, restart_after: int = 200) -> None:
+    def __init__(self, cfg: VQVAEConfig) -> None:
         super().__init__()
-        if len(input_shape) != 3:
-            raise ValueError(f"vqvae needs images (channels, height, width); got samples of shape {list(input_shape)}")
-        if n_codes < 2 or code_dim < 1:
-            raise ValueError("n_codes must be ≥ 2 and code_dim ≥ 1")
-        self.config = dict(input_shape=list(input_shape), n_codes=n_codes, code_dim=code_dim, channels=list(channels),
-                           commitment=commitment, decay=decay, likelihood=likelihood, prior_width=prior_width,
-                           restart_after=restart_after)
-        self.setup_io(input_shape=input_shape, likelihood=likelihood)
+        input_shape, channels, code_dim, n_codes = cfg.input_shape, cfg.channels, cfg.code_dim, cfg.n_codes
+        self.setup_io(input_shape=input_shape, likelihood=cfg.likelihood)
         self.arch = "conv"
-        self.commitment = commitment
+        self.commitment = cfg.commitment
         c, h, w = input_shape
         depth = max(1, conv_depth((h, w), len(channels)))
         sizes = conv_sizes((h, w), depth)
@@ -138,8 +153,8 @@ class VQVAE(Body):
             if i + 1 < depth:
                 dec.append(nn.ReLU())
         self.decoder = nn.Sequential(*dec, nn.Flatten())
-        self.quantizer = EMAQuantizer(n_codes, code_dim, decay=decay, restart_after=restart_after)
-        self.prior = CodePrior(n_codes, prior_width)
+        self.quantizer = EMAQuantizer(n_codes, code_dim, decay=cfg.decay, restart_after=cfg.restart_after)
+        self.prior = CodePrior(n_codes, cfg.prior_width)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(flattened quantised code vectors for maps and probes, code indices (B, h, w))."""
@@ -157,8 +172,8 @@ class VQVAE(Body):
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode_codes(self.encode(x)[1])
 
-    def loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = x.flatten(1)
+    def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
+        x = batch.x.flatten(1)
         z = self.encoder(x.view(-1, *self.input_shape))
         q, idx, stats = self.quantizer(z)
         rec = self.recon_nll(self.decoder(q), x)

@@ -7,6 +7,7 @@ Autoencoders for Sparse Data", arXiv:1905.03375).
 from __future__ import annotations
 
 import csv
+import html
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,9 +16,90 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from ..data.histories import Histories, find_key, id_key, read_histories, read_item_names, text_id_key
+from ..checkpoint import load_model, read_config
+from ..data import Dataset, Splits
+from ..data.histories import (Histories, find_key, histories_for, id_key, read_histories, read_item_names,
+                              text_id_key, write_histories, write_item_names)
+from ..data.interactions import RankingData, load_interaction_splits
 from ..errors import UserError
-from ..metrics.ranking import top_k
+from ..io import read_json, write_json
+from ..metrics.ranking import evaluate_ranking, top_k
+from ..models.base import Ranker
+from ..train import Monitor, TrainResult, evaluate_loss
+from .base import Figure, Metric, RunOptions, Task, register_task
+
+RANKING_METRICS = {
+    "loss": Metric("test loss (the training objective), per user", "lower"),
+    "recall@20": Metric("share of a test user's held-out items in the top 20 (of at most 20), seen items excluded",
+                        "higher"),
+    "recall@50": Metric("share of a test user's held-out items in the top 50 (of at most 50), seen items excluded",
+                        "higher"),
+    "ndcg@100": Metric("normalised discounted cumulative gain of the top 100 (1 = held-out items ranked first)",
+                       "higher"),
+    "eval_users": Metric("test users whose held-out items were ranked"),
+}
+EXAMPLES = "examples.json"
+
+
+class RecommendTask(Task):
+    """Collaborative filtering (Mult-VAE/DAE): users split into train / validation / test (strong
+    generalisation); the epoch with the best validation NDCG@100 is kept; test users' held-out items are
+    ranked from their fold-in items. The run keeps the known users' histories and the items' names."""
+
+    name = "recommend"
+    metrics = RANKING_METRICS
+    figures = (Figure("curves.png", "Training curves", "Loss per user on the training and test users after each "
+                      "epoch; NDCG@100 on the validation users (right axis) and the epoch kept."),)
+    data_options = ("min_rating", "user_col", "item_col", "rating_col")
+
+    def load(self, data: str, options: dict, run: RunOptions) -> Splits:
+        return load_interaction_splits(data, **{k: v for k, v in options.items() if v is not None})
+
+    def model_settings(self, model_cls: type, splits: Splits, given: dict, run: RunOptions) -> dict:
+        return {**given, "item_ids": splits.extras.item_ids}
+
+    def monitor(self, splits: Splits) -> Monitor | None:
+        r: RankingData = splits.extras
+        return validation_monitor(r.val_fold_in, r.val_holdout) if r.val_fold_in is not None else None
+
+    def evaluate(self, model: nn.Module, test: Dataset, splits: Splits | None, *, k: int, device,
+                 max_iwae: int | None = None, progress: bool = False, features=None) -> dict:
+        if splits is None or not isinstance(splits.extras, RankingData):
+            raise UserError("a recommender is evaluated on its own data's test users; drop --data")
+        out = {"loss": evaluate_loss(model, test, device=device)["loss"]}
+        return {**out, **evaluate_ranking(model_scores(model), test.x, splits.extras.test_holdout)}
+
+    def write_artifacts(self, run_dir: Path, model: nn.Module, splits: Splits, result: TrainResult,
+                        run: RunOptions) -> dict:
+        from .. import plots
+
+        r: RankingData = splits.extras
+        write_histories(run_dir, histories_for(r.raw, r.positives, np.asarray(r.item_ids)))
+        write_item_names(run_dir, r.raw.item_names, r.item_ids)
+        model = model.cpu().eval()
+        write_json(run_dir / EXAMPLES, example_recommendations(model, splits.test, r, read_item_names(run_dir)))
+        if result.history:
+            m = self.monitor(splits)
+            plots.save_curves(result.history, run_dir / "curves.png", monitor=m.key if m else None)
+        return {}
+
+    def report_sections(self, run_dir: Path) -> list[str]:
+        path = Path(run_dir) / EXAMPLES
+        return examples_html(read_json(path)) if path.exists() else []
+
+
+register_task(RecommendTask())
+
+
+def validation_monitor(fold_in: sp.csr_matrix, holdout: sp.csr_matrix) -> Monitor:
+    """NDCG@100 on the validation users (their fold-in rows and held-out items), the value whose best epoch a
+    recommender keeps."""
+
+    def compute(model: nn.Module) -> dict[str, float]:
+        return {"val_ndcg@100": evaluate_ranking(model_scores(model), fold_in, holdout,
+                                                 metrics=("ndcg@100",))["ndcg@100"]}
+
+    return Monitor("val_ndcg@100", higher_is_better=True, compute=compute)
 
 
 def top_items(score_fn, liked: sp.csr_matrix, seen: sp.csr_matrix, *, top: int,
@@ -54,12 +136,10 @@ class Recommender:
     @classmethod
     def load(cls, directory: str | Path) -> Recommender:
         """From a ``latentforge train`` run or a ``save_pretrained`` folder."""
-        from ..checkpoint import CONFIG, load_model, read_json
-
+        config = read_config(Path(directory))
         model = load_model(directory)
-        if not hasattr(model, "scores"):
+        if not isinstance(model, Ranker):
             raise UserError(f"{directory}: model {model.registry_name!r} does not recommend; train mult-vae or mult-dae")
-        config = read_json(Path(directory) / CONFIG)
         min_rating = (config.get("data_options") or {}).get("min_rating", config.get("estimator", {}).get("min_rating", 4.0))
         return cls(model, read_histories(directory), min_rating=float(min_rating), item_names=read_item_names(directory))
 
@@ -153,19 +233,18 @@ def read_history(path: Path, *, item_col: str = "item", rating_col: str = "ratin
     return items, ratings
 
 
-def example_recommendations(model: nn.Module, test, names: dict[str, str] | None = None, *, users: int = 4,
-                            top: int = 10, shown: int = 8) -> list[dict]:
+def example_recommendations(model: nn.Module, test: Dataset, r: RankingData, names: dict[str, str] | None = None, *,
+                            users: int = 4, top: int = 10, shown: int = 8) -> list[dict]:
     """What the report shows: ``users`` test users spread from short to long histories (those at the
     (i + ½)/users quantiles of the number of items folded in), the first ``shown`` items (by id) of
     those folded in and the ``top`` recommended, each marked when it is one of the user's held-out
     items (a hit). Items are ``{"item": id, "name": name or None}``."""
     names = names or {}
-    item_ids = test.meta.get("item_ids") or list(range(test.x.shape[1]))
-    user_ids = test.meta.get("user_ids") or list(range(test.x.shape[0]))
+    item_ids, user_ids = r.item_ids, r.test_user_ids
     x = test.x.tocsr()
     order = np.argsort(np.diff(x.indptr), kind="stable")
     rows = order if len(order) <= users else order[((np.arange(users) + 0.5) * len(order) / users).astype(int)]
-    fold_in, held = x[rows], test.meta["holdout"].tocsr()[rows]
+    fold_in, held = x[rows], r.test_holdout.tocsr()[rows]
     cols, _ = top_items(model_scores(model), fold_in, fold_in, top=top)
     item = lambda c: {"item": item_ids[c], "name": names.get(id_key(item_ids[c]))}  # noqa: E731
     out = []
@@ -175,6 +254,26 @@ def example_recommendations(model: nn.Module, test, names: dict[str, str] | None
                     "liked": [item(c) for c in liked[:shown]],
                     "recommended": [{**item(c), "hit": int(c) in hidden} for c in cols[u] if c >= 0]})
     return out
+
+
+def examples_html(examples: list[dict]) -> list[str]:
+    """Example recommendations of a recommender run: per test user, items folded in and the top list,
+    hits (held-out items) marked."""
+    label = lambda r: html.escape(str(r.get("name") or r["item"]))  # noqa: E731
+    parts = ["<h2 style='margin-top:1.5rem'>Example recommendations</h2><p class='muted'>Test users the model never "
+             "trained on, from short to long histories: it sees the items they liked (the first few by id are "
+             "listed) and ranks every other item; ✓ marks a recommendation that is one of the user's held-out "
+             "items.</p><div class='grid'>"]
+    for ex in examples:
+        hits, top = sum(r["hit"] for r in ex["recommended"]), len(ex["recommended"])
+        items = "".join(f"<li{' class=hit' if r['hit'] else ''}>{label(r)}{' ✓' if r['hit'] else ''}</li>"
+                        for r in ex["recommended"])
+        more = ex["folded_in"] - len(ex["liked"])
+        liked = ", ".join(label(r) for r in ex["liked"]) + (f", … ({more} more)" if more > 0 else "")
+        verdict = f"{hits} of the top {top} {'is' if hits == 1 else 'are'} among the {ex['held_out']} held-out items."
+        parts.append(f"<figure><h2>User {html.escape(str(ex['user']))}</h2><p class='muted'>Liked: {liked}</p>"
+                     f"<ol>{items}</ol><figcaption>{verdict}</figcaption></figure>")
+    return [*parts, "</div>"]
 
 
 def read_item_names_csv(path: Path, *, item_col: str = "item", known: set[str] | None = None) -> dict[str, str]:

@@ -1,0 +1,98 @@
+"""Writing files so that a crash never leaves a half-written one where a good one was, and reading
+them back with errors a user can act on. The one place that knows how: JSON, safetensors, any file.
+
+Every writer goes through :func:`atomic_path`: it yields a temporary name in the destination's
+folder and renames it into place only when the block finished without an exception.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+
+@contextmanager
+def atomic_path(path: str | Path, *, suffix: str = "") -> Iterator[Path]:
+    """A temporary file next to ``path``, renamed onto it when the block succeeds (removed when it fails).
+
+    ``suffix`` keeps an extension on the temporary name for writers that choose a format by it
+    (``np.save`` adds ``.npy``, matplotlib reads ``.png``)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix or path.suffix)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Atomically write JSON (numpy values and paths become plain JSON)."""
+    write_text(path, json.dumps(obj, indent=2, default=_jsonable) + "\n")
+
+
+def _jsonable(o: Any) -> Any:
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
+
+
+def read_json(path: str | Path) -> Any:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise UserError(f"{path} is missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path} is corrupt ({e}); restore it or train again") from None
+
+
+def read_json_object(path: str | Path) -> dict:
+    """A JSON file that must hold an object (config.json, state.json, …)."""
+    obj = read_json(path)
+    if not isinstance(obj, dict):
+        raise UserError(f"{path} is corrupt (a JSON {type(obj).__name__}, not an object); restore it or train again")
+    return obj
+
+
+def save_tensors(path: str | Path, tensors: dict, metadata: dict[str, str] | None = None) -> None:
+    from safetensors.torch import save_file
+
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().cpu().clone() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+
+
+def load_tensors(path: str | Path) -> dict:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not Path(path).exists():
+        raise UserError(f"{path} is missing; this is not a complete latentforge run directory")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise UserError(f"{path} is corrupt or not a safetensors file ({e}); restore it or train again") from None
+
+
+def tensor_metadata(path: str | Path) -> dict[str, str]:
+    """The string metadata stored in a safetensors file's header."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return f.metadata() or {}

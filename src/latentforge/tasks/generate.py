@@ -1,0 +1,164 @@
+"""The generate task: models that learn the data's distribution or its codes (VAEs, autoencoders,
+VQ-VAE, GANs). Evaluated by likelihood, reconstruction, sample quality and the codes' usefulness;
+pictures of samples, reconstructions, the latent space and training. A model of this task trained on a
+table also scores rows as anomalies (a VAE on a CSV is usually a detector too), with a threshold fitted
+on training rows held out from fitting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import plots
+from ..data import Dataset, Splits
+from ..errors import UserError
+from ..metrics import evaluate_model
+from ..models.base import AnomalyScorer, Encoder, Reconstructor, Sampler
+from ..train import Monitor, TrainResult
+from .base import Figure, Metric, RunOptions, Task, n_classes, register_task
+from .scoring import write_run_anomaly
+
+GENERATIVE_METRICS = {
+    "loss": Metric("test loss (the training objective), per sample", "lower"),
+    "elbo": Metric("evidence lower bound, nats per sample (higher is better)", "higher"),
+    "nll_iwae": Metric("−log p(x) by importance sampling (IWAE bound), nats per sample (lower is better)", "lower"),
+    "iwae_k": Metric("importance samples per test sample used for nll_iwae"),
+    "iwae_n": Metric("test samples the IWAE NLL was computed on"),
+    "recon_mse": Metric("mean squared reconstruction error per value", "lower"),
+    "recon_bce": Metric("binary cross-entropy of the reconstructions (decoded at the posterior mean), nats per "
+                        "sample", "lower"),
+    "psnr": Metric("peak signal-to-noise ratio of reconstructions, dB", "higher"),
+    "ssim": Metric("structural similarity of reconstructions (1 = identical)", "higher"),
+    "probe_acc": Metric("accuracy of a logistic regression on the codes (fixed 50/50 split of the test set)", "higher"),
+    "kmeans_acc": Metric("k-means on the codes, clusters matched to labels (Hungarian): accuracy", "higher"),
+    "nmi": Metric("normalised mutual information between k-means clusters and labels", "higher"),
+    "ari": Metric("adjusted Rand index between k-means clusters and labels", "higher"),
+    "fid": Metric("Fréchet distance of samples to test images in the feature space named by quality_features "
+                  "(lower is better; in the shipped MNIST net's: test vs training images ≈ 3, noise ≈ 3000)", "lower"),
+    "kid": Metric("kernel distance (unbiased MMD², cubic kernel) in the same space, lower is better", "lower"),
+    "kid_std": Metric("standard error of the KID estimate"),
+    "precision": Metric("share of samples inside the test images' k-NN manifold (fidelity)", "higher"),
+    "recall": Metric("share of test images inside the samples' k-NN manifold (diversity)", "higher"),
+    "density": Metric("how many test-image neighbourhoods hold each sample, on average (≈ 1 for matching "
+                      "distributions)"),
+    "coverage": Metric("share of test images whose neighbourhood holds at least one sample"),
+    "quality_features": Metric("feature space of the sample-quality metrics: mnist-cnn (the shipped net) or inception"),
+    "quality_n": Metric("samples (and test images) used for the sample-quality metrics"),
+}
+
+GENERATIVE_FIGURES = (
+    Figure("samples.png", "Samples", "Images generated from the prior (one row per class for conditional models)."),
+    Figure("reconstructions.png", "Reconstructions", "Test inputs (odd rows) and their reconstructions (even rows)."),
+    Figure("curves.png", "Training curves", "Loss per sample on the training and test sets after each epoch; for a "
+           "model that keeps its best epoch by a validation value, that value (right axis) and the kept epoch."),
+    Figure("latent_map.png", "Latent space", "Codes (posterior means) of test samples, coloured by label where "
+           "labels exist."),
+    Figure("codebook.png", "Codebook usage", "How often each VQ-VAE codeword was assigned during training."),
+    Figure("traversals.png", "Latent traversals", "One row per latent dimension (most informative first, by KL): "
+           "a test sample's code with that dimension swept from −3 to +3."),
+    Figure("gan_progress.png", "Training progress", "Samples from the same fixed noise after each epoch (a selection, "
+           "top to bottom), drawn by the averaged (EMA) generator: the frames of the training animation."),
+)
+
+VALIDATION_FRACTION = 0.1  # of a table's training rows, held out for the anomaly threshold and the kept epoch
+MIN_VALIDATION_ROWS = 20  # tables smaller than 10× this train on every row (no held-out slice)
+
+
+def choose_likelihood(likelihood: str, data: Dataset, binarize: str | None) -> str:
+    """``auto`` → bernoulli for values in [0, 1], else gaussian; a Bernoulli likelihood on other values is an error."""
+    if likelihood == "auto":
+        return "bernoulli" if (binarize or data.in_unit_interval) else "gaussian"
+    if likelihood in ("bernoulli", "cb") and not data.in_unit_interval:
+        raise UserError(f"likelihood {likelihood} needs values in [0, 1]; {data.name} ranges over "
+                        f"{data.value_range}. Use likelihood gaussian")
+    return likelihood
+
+
+def hold_out_rows(splits: Splits, *, fraction: float = VALIDATION_FRACTION, seed: int = 0) -> Splits:
+    """Move a seeded ``fraction`` of the training rows to ``splits.validation`` (when enough rows remain)."""
+    n = len(splits.train)
+    n_val = int(round(n * fraction))
+    if n_val < MIN_VALIDATION_ROWS or splits.validation is not None:
+        return splits
+    perm = np.random.default_rng(seed).permutation(n)
+    return Splits(train=splits.train.subset(np.sort(perm[n_val:])), test=splits.test, name=splits.name,
+                  validation=splits.train.subset(np.sort(perm[:n_val])), extras=splits.extras)
+
+
+def scores_rows(model: nn.Module, data: Dataset) -> bool:
+    """A run of this task on a table (not images, not a conditional model) also scores anomalies."""
+    return isinstance(model, AnomalyScorer) and not data.is_image and not data.is_sparse and not model.uses_labels
+
+
+class GenerateTask(Task):
+    name = "generate"
+    metrics = GENERATIVE_METRICS
+    figures = GENERATIVE_FIGURES
+
+    def load(self, data: str, options: dict, run: RunOptions) -> Splits:
+        splits = super().load(data, options, run)
+        return splits if splits.train.is_image else hold_out_rows(splits, seed=run.seed)
+
+    def model_settings(self, model_cls: type, splits: Splits, given: dict, run: RunOptions) -> dict:
+        settings = dict(given)
+        names = model_cls.Config.names()
+        if model_cls.uses_labels:
+            settings["n_classes"] = n_classes(splits.train)
+        if "likelihood" in names:
+            settings["likelihood"] = choose_likelihood(settings.get("likelihood", "auto"), splits.train, run.binarize)
+        return settings
+
+    def evaluate(self, model: nn.Module, test: Dataset, splits: Splits | None, *, k: int, device,
+                 max_iwae: int | None = None, progress: bool = False, features=None) -> dict:
+        return evaluate_model(model, test, k=k, max_iwae=max_iwae, device=device, progress=progress,
+                              features=features)
+
+    def monitor(self, splits: Splits) -> Monitor | None:
+        return Monitor("val_loss", higher_is_better=False) if splits.validation is not None else None
+
+    def write_artifacts(self, run_dir: Path, model: nn.Module, splits: Splits, result: TrainResult,
+                        run: RunOptions) -> dict:
+        out = {}
+        if scores_rows(model, splits.train):
+            out = write_run_anomaly(run_dir, model, splits)
+        write_pictures(run_dir, model, splits.test, result.history, monitor=self.monitor(splits))
+        return out
+
+
+register_task(GenerateTask())
+
+
+@torch.no_grad()
+def write_pictures(run_dir: Path, model: nn.Module, test: Dataset, history: list[dict], *, seed: int = 0,
+                   monitor: Monitor | None = None) -> None:
+    """samples.png, reconstructions.png, curves.png, latent_map.png and traversals.png, as the model allows."""
+    model = model.cpu().eval()
+    if isinstance(model, Sampler) and test.is_image:  # a table's samples are rows, not a picture
+        if model.uses_labels:  # a row of 8 per class
+            rows = [model.sample(8, label=c, seed=seed + c) for c in range(model.n_classes)]
+            plots.save_image(plots.image_grid(torch.cat(rows).numpy(), nrow=8), run_dir / "samples.png")
+        else:
+            plots.save_samples(model.sample(64, seed=seed).numpy(), run_dir / "samples.png")
+    x = torch.from_numpy(test.head(32))
+    y = torch.as_tensor(test.y[:32].astype(np.int64)) if test.y is not None and model.uses_labels else None
+    if isinstance(model, Reconstructor) and test.is_image:
+        rec = model.reconstruct(x, y) if y is not None else model.reconstruct(x)
+        plots.save_reconstructions(x.numpy(), rec.numpy(), run_dir / "reconstructions.png")
+    if history:
+        plots.save_curves(history, run_dir / "curves.png", monitor=monitor.key if monitor is not None else None,
+                          higher_is_better=monitor is None or monitor.higher_is_better)
+    usage = getattr(getattr(model, "quantizer", None), "usage", None)
+    if usage is not None:
+        plots.save_codebook_usage(usage.numpy(), run_dir / "codebook.png")
+    if isinstance(model, Encoder) and len(test) >= 2:
+        n = min(len(test), 1000)
+        mu, logvar = model.encode(torch.from_numpy(test.head(n)))
+        labels = None if test.y is None else np.asarray(test.y[:n])
+        plots.save_latent_map(mu.flatten(1).numpy(), labels, run_dir / "latent_map.png", label_names=test.label_names,
+                              seed=seed)
+        if logvar is not None and hasattr(model, "kl") and test.is_image and not model.uses_labels:
+            kl_per_dim = model.kl(mu[:, :, None], logvar[:, :, None]).mean(0)  # (latent,) average KL per dim
+            plots.save_traversals(model, mu[0], kl_per_dim.numpy(), run_dir / "traversals.png")

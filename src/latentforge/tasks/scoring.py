@@ -1,0 +1,311 @@
+"""Anomaly scores from trained models, and thresholds that need no guessed contamination rate.
+
+Every score is **higher = more anomalous** (PyOD's convention):
+
+- ``recon``: reconstruction NLL of an AE/DAE (for a VAE: of the decoder mean at the posterior mean);
+- ``elbo``: the negative ELBO of a VAE, in nats, averaged over ``k`` posterior samples
+  (reconstruction + KL: also flags points whose code is far out in the prior, which reconstruction
+  alone misses);
+- ``iwae``: the IWAE bound on −log p(x) with ``k`` importance samples (tighter, k times slower);
+- ``distance``: Deep SVDD's squared distance to the centre.
+
+Thresholds (:func:`threshold_from`): ``"quantile:0.99"`` of the training scores; ``"fpr:0.01"``, the
+score that flags 1 % of a held-out slice of the training data (an estimate of the false-positive
+rate on new normal data); or a contamination rate ``c`` in (0, 0.5], the (1 − c)-quantile of the
+training scores (PyOD's rule).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from .. import plots
+from ..checkpoint import load_model, read_config
+from ..data import NAMES, Dataset, Splits, load_data
+from ..data.files import read_path
+from ..errors import UserError
+from ..io import atomic_path, load_tensors, save_tensors, tensor_metadata
+from ..models.base import AnomalyScorer, Likelihood, Reconstructor
+from .base import Figure, Metric, run_splits
+
+SCORES = ("auto", "recon", "elbo", "iwae", "distance")
+
+ANOMALY_METRICS = {
+    "loss": Metric("test loss (the training objective), per sample", "lower"),
+    "auroc": Metric("area under the ROC curve of the anomaly scores against the test labels (1 = anomalies "
+                    "ranked first)", "higher"),
+    "average_precision": Metric("average precision of the anomaly scores against the test labels (anomalies = "
+                                "positives)", "higher"),
+    "threshold": Metric("anomaly-score threshold: above it a point is flagged"),
+    "flagged": Metric("share of test points above the threshold"),
+    "false_alarm_rate": Metric("share of the test split's normal points (label 0) above the threshold: the realised "
+                               "false-positive rate the fpr: rule estimates"),
+}
+
+ANOMALY_FIGURES = (
+    Figure("anomaly_scores.png", "Anomaly scores", "Histogram of anomaly scores on the training and test data; the "
+           "dashed line is the threshold above which a point is flagged."),
+    Figure("anomalies.png", "Top anomalies", "The most anomalous test images, most anomalous first (rows below "
+           "them: their reconstructions, where the model reconstructs)."),
+)
+
+
+def check_detector_input(ds: Dataset) -> None:
+    """What no detector can fit: a single row, or data (a table or images) that is the same everywhere."""
+    if len(ds) < 2:
+        raise UserError(f"{ds.name}: need at least 2 samples to fit a detector, got {len(ds)}")
+    x = ds.floats().reshape(len(ds), -1)
+    if ds.is_image:
+        if np.all(x == x[:1]):
+            raise UserError(f"{ds.name}: every training image is the same; there is nothing to learn")
+    elif np.all(x.max(0) == x.min(0)):
+        raise UserError(f"{ds.name}: every column is constant in the training data; there is nothing to learn")
+
+
+def default_score(model: nn.Module) -> str:
+    if model.task == "anomaly":
+        return "distance"
+    return "elbo" if isinstance(model, Likelihood) else "recon"
+
+
+def check_score(model: nn.Module, score: str) -> str:
+    """The score kind to use for ``model`` (``auto`` → its natural one), or a UserError."""
+    if score not in SCORES:
+        raise UserError(f"unknown score {score!r}; use one of {', '.join(SCORES)}")
+    if score == "auto":
+        return default_score(model)
+    ok = {"distance": model.task == "anomaly", "elbo": isinstance(model, Likelihood),
+          "iwae": isinstance(model, Likelihood), "recon": isinstance(model, Reconstructor)}
+    if not ok[score]:
+        name = getattr(model, "registry_name", type(model).__name__)
+        raise UserError(f"score {score!r} does not apply to model {name!r}; use {default_score(model)!r}")
+    return score
+
+
+@torch.no_grad()
+def anomaly_scores(model: nn.Module, x: np.ndarray | torch.Tensor, *, score: str = "auto", k: int = 16,
+                   batch_size: int = 1000, seed: int = 0) -> np.ndarray:
+    """Per-sample anomaly scores of model inputs ``x`` (floats as the model reads them), higher = more anomalous."""
+    score = check_score(model, score)
+    model.eval()
+    device = next(iter(model.buffers()), next(model.parameters())).device
+    out = []
+    # The same standard-normal draws for every sample (seeded): a sample's score never depends on which
+    # samples share its batch, and scores are reproducible.
+    latent = getattr(model, "latent_dim", None)
+    noise = None
+    if score in ("elbo", "iwae") and latent:
+        noise = torch.randn(k, latent, generator=torch.Generator().manual_seed(seed)).to(device)
+    for start in range(0, len(x), batch_size):
+        xb = torch.as_tensor(x[start : start + batch_size], dtype=torch.float32, device=device)
+        if score == "distance":
+            s = model.anomaly_score(xb)
+        elif score == "elbo":  # averaged over k posterior samples: one sample is too noisy to rank by
+            s = -model.elbo(xb, noise=noise)
+        elif score == "iwae":
+            s = model.iwae_nll(xb, k=k, noise=noise)
+        elif isinstance(model, Likelihood):  # a VAE's reconstruction error at the posterior mean
+            s = model.recon_nll(model.decoder_out(model.encode(xb)[0]), xb.flatten(1))
+        else:
+            s = model.anomaly_score(xb)
+        out.append(s.double().cpu().numpy())
+    return np.concatenate(out)
+
+
+def parse_threshold(spec: str | float | None, contamination: float | None = None) -> tuple[str, float]:
+    """``"quantile:0.99"`` / ``"fpr:0.01"`` / a contamination → (kind, value), checked."""
+    if contamination is not None:
+        if spec is not None and spec != f"contamination:{contamination}":
+            raise UserError("give either a threshold or a contamination, not both")
+        spec = f"contamination:{contamination}"
+    if spec is None:
+        spec = "fpr:0.01"
+    if isinstance(spec, (int, float)):
+        spec = f"contamination:{spec}"
+    kind, _, value = str(spec).partition(":")
+    try:
+        v = float(value)
+    except ValueError:
+        v = float("nan")
+    if kind == "contamination":
+        if not 0 < v <= 0.5:
+            raise UserError(f"contamination must be in (0, 0.5], got {value}")
+    elif kind == "quantile":
+        if not 0 < v < 1:
+            raise UserError(f"threshold quantile:q needs 0 < q < 1, got {value!r}")
+    elif kind == "fpr":
+        if not 0 < v < 1:
+            raise UserError(f"threshold fpr:r needs a false-positive rate 0 < r < 1, got {value!r}")
+    else:
+        raise UserError(f"threshold must look like quantile:0.99, fpr:0.01 or a contamination in (0, 0.5]; got {spec!r}")
+    return kind, v
+
+
+def threshold_from(spec: str | float | None, train_scores: np.ndarray, held_out_scores: np.ndarray | None = None,
+                   *, contamination: float | None = None) -> float:
+    """The score above which a point is an anomaly (see the module docstring for the rules)."""
+    kind, v = parse_threshold(spec, contamination)
+    if kind == "fpr":
+        if held_out_scores is None or len(held_out_scores) == 0:
+            raise UserError("threshold fpr:r needs scores of held-out training data; fit with validation_fraction > 0 "
+                            "or use quantile:q")
+        return float(np.quantile(held_out_scores, 1 - v, method="higher"))
+    q = v if kind == "quantile" else 1 - v
+    return float(np.quantile(train_scores, q, method="higher"))
+
+
+SCORES_FILE = "anomaly_scores.safetensors"
+MAX_REFERENCE = 20000  # training rows scored for the threshold reference (a fixed random subset beyond that)
+
+
+def binary_labels(y: np.ndarray | None) -> np.ndarray | None:
+    """Labels usable as ground truth for detection (0 = normal, 1 = anomaly), else None."""
+    if y is None:
+        return None
+    try:
+        y = np.asarray(y).astype(np.float64)
+    except (TypeError, ValueError):
+        return None
+    if not set(np.unique(y)) <= {0.0, 1.0} or len(np.unique(y)) < 2:
+        return None
+    return y.astype(np.int64)
+
+
+def detection_metrics(labels: np.ndarray | None, scores: np.ndarray) -> dict:
+    """AUROC and average precision of ``scores`` when ``labels`` (from :func:`binary_labels`) exist."""
+    if labels is None:
+        return {}
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    return {"auroc": float(roc_auc_score(labels, scores)), "average_precision": float(average_precision_score(labels, scores))}
+
+
+def store_reference_scores(path, model: nn.Module, train, held, *, score: str, k: int,
+                           meta: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Scores of (a fixed subset of) the training data and of the held-out data, saved to ``path``."""
+    kind = check_score(model, score)
+    rows = reference_rows(len(train))
+    train_scores = anomaly_scores(model, (train.subset(rows) if len(rows) < len(train) else train).floats(),
+                                  score=kind, k=k)
+    held_scores = anomaly_scores(model, held.floats(), score=kind, k=k)
+    save_tensors(path, {"train": torch.from_numpy(train_scores), "validation": torch.from_numpy(held_scores)},
+                 {"score": kind, "k": str(k), **(meta or {})})
+    return train_scores, held_scores
+
+
+def reference_rows(n: int, seed: int = 0) -> np.ndarray:
+    if n <= MAX_REFERENCE:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, MAX_REFERENCE, replace=False))
+
+
+def write_run_anomaly(run_dir, model: nn.Module, splits: Splits, *, score: str = "auto",
+                      threshold: str = "fpr:0.01", k: int = 16) -> dict:
+    """A run's anomaly files: scores of the training rows and of the rows held out from fitting
+    (``splits.validation``; the training rows when the data was too small to hold any out), the threshold
+    fitted on those, the score histogram and, for images, the top anomalies. Returns the metrics to add to
+    ``metrics.json`` (on the test split: the flagged share, AUROC and the false-alarm rate where labels exist)."""
+    run_dir = Path(run_dir)
+    train, test = splits.train, splits.test
+    held = splits.validation if splits.validation is not None else train
+    train_scores, held_scores = store_reference_scores(run_dir / SCORES_FILE, model, train, held, score=score, k=k,
+                                                       meta={"threshold": str(threshold)})
+    thr = threshold_from(threshold, train_scores, held_scores)
+    test_scores = anomaly_scores(model, test.floats(), score=score, k=k)
+    check_finite_scores(test_scores, test.name)
+    labels = binary_labels(test.y)
+    out = {"threshold": thr, "flagged": float((test_scores > thr).mean()), **detection_metrics(labels, test_scores)}
+    if labels is not None:
+        out["false_alarm_rate"] = float((test_scores[labels == 0] > thr).mean())
+    plots.save_score_histogram(train_scores, test_scores, thr, run_dir / "anomaly_scores.png", test_labels=labels,
+                               rule=str(threshold))
+    if test.is_image:
+        top = np.argsort(-test_scores)[:16]
+        x = torch.from_numpy(test.floats()[top])
+        rec = None
+        if isinstance(model, Reconstructor):
+            with torch.no_grad():
+                rec = model.reconstruct(x.to(next(model.parameters()).device)).cpu().numpy()
+        plots.save_top_anomalies(x.numpy(), rec, run_dir / "anomalies.png")
+    return out
+
+
+def check_finite_scores(scores: np.ndarray, name: str) -> None:
+    """A NaN/Inf score would hide the most anomalous rows (NaN > threshold is False): refuse them by index."""
+    bad = np.flatnonzero(~np.isfinite(scores))
+    if len(bad):
+        raise UserError(f"{name}: rows {', '.join(map(str, bad[:5]))}{' …' if len(bad) > 5 else ''} get no finite "
+                        f"anomaly score (values far outside the training range overflow the model); check or remove "
+                        "them")
+
+
+def scoring_data(spec: str, config: dict):
+    """The data to score: a data name (its test split) or a whole file, checked against the training columns."""
+    if spec in NAMES:
+        ds = load_data(spec).test
+    else:
+        path = Path(spec).expanduser()
+        if not path.exists():
+            raise UserError(f"{spec}: no such file or folder")
+        ds = read_path(path)
+    info = config.get("data_info", {})
+    want = config.get("model_config", {}).get("input_shape") or info.get("sample_shape")
+    if want is not None and list(ds.sample_shape) != list(want):
+        what = "columns" if len(want) == 1 else "values per sample"
+        raise UserError(f"{ds.name}: {ds.sample_shape[0] if len(want) == 1 else list(ds.sample_shape)} {what}, but the "
+                        f"model was trained on {want[0] if len(want) == 1 else want}; give data with the training columns")
+    trained, given = info.get("columns"), ds.meta.get("columns")
+    if trained and given and list(trained) != list(given):
+        missing = [c for c in trained if c not in given]
+        extra = [c for c in given if c not in trained]
+        detail = (f"missing {missing[:5]}, unexpected {extra[:5]}" if missing or extra
+                  else "the same names in another order")
+        raise UserError(f"{ds.name}: its columns differ from the training data's ({detail}); "
+                        "give the columns the model was trained on, in the same order")
+    return ds
+
+
+def reference_scores(run_dir, model: nn.Module, config: dict, *, score: str, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Training and held-out scores of a run, read from the run or computed once and stored there."""
+    path = Path(run_dir) / SCORES_FILE
+    kind = check_score(model, score)
+    if path.exists():
+        meta = tensor_metadata(path)
+        if meta.get("score") == kind and (kind not in ("elbo", "iwae") or meta.get("k") == str(k)):
+            t = load_tensors(path)
+            return t["train"].numpy(), t["validation"].numpy()
+    splits = run_splits(config)
+    held = splits.validation if splits.validation is not None else splits.train
+    return store_reference_scores(path, model, splits.train, held, score=kind, k=k)
+
+
+def score_run(run_dir, data: str, out, *, threshold: str | None = None, contamination: float | None = None,
+              score: str = "auto", k: int = 16) -> dict:
+    """Score ``data`` with a trained run and write ``out`` (CSV: index, score, is_anomaly)."""
+    parse_threshold(threshold, contamination)
+    out = Path(out)
+    if out.suffix.lower() != ".csv":
+        raise UserError(f"--out must be a .csv file, got {out}")
+    if not out.parent.exists():
+        raise UserError(f"{out.parent}: no such folder for --out")
+    config, model = read_config(Path(run_dir)), load_model(Path(run_dir))
+    if not (isinstance(model, AnomalyScorer) or isinstance(model, Likelihood)):
+        raise UserError(f"{run_dir}: model {config['model']!r} gives no anomaly scores; train ae, dae, vae or deep-svdd")
+    ds = scoring_data(data, config)
+    kind = check_score(model, score)
+    train, held = reference_scores(run_dir, model, config, score=kind, k=k)
+    thr = threshold_from(threshold, train, held, contamination=contamination)
+    scores = anomaly_scores(model, ds.floats(), score=kind, k=k)
+    check_finite_scores(scores, ds.name)
+    flagged = scores > thr
+    with atomic_path(out) as tmp:
+        pd.DataFrame({"index": np.arange(len(ds)), "score": scores, "is_anomaly": flagged.astype(int)}).to_csv(
+            tmp, index=False)
+    result = {"n": len(ds), "flagged": int(flagged.sum()), "threshold": thr,
+              "rule": threshold if contamination is None else f"contamination:{contamination}", "score": kind}
+    return {**result, **detection_metrics(binary_labels(ds.y), scores)}
