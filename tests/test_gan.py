@@ -21,6 +21,7 @@ from latentforge.models import build_model
 from latentforge.errors import UserError
 from latentforge.models.gan import DIVERSITY_WARMUP, DCGAN, WGANGP, gradient_penalty
 from latentforge.run import model_arguments
+from latentforge.tasks import get_task
 from latentforge.train import TrainConfig, fit
 from latentforge.models.base import Batch
 
@@ -151,7 +152,8 @@ def test_collapse_is_flagged_and_warned(tmp_path: Path, capsys) -> None:
     torch.nn.init.zeros_(model.generator[-1].weight)  # … then every z gives the same image
     out = model.training_step(Batch(x), opts)
     assert out["collapse"] == 1 and out["diversity"] < 1e-6
-    model.epoch_artifacts(7, tmp_path)
+    model.on_epoch_end(7, None, tmp_path)
+    get_task("generate").epoch_end(tmp_path, 7, model)
     assert "epoch 7" in capsys.readouterr().err and model.collapsed == 0
     assert (tmp_path / "progress" / "epoch_007.png").exists() and (tmp_path / "gan_progress.png").exists()
 

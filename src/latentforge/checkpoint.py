@@ -8,8 +8,6 @@ half-written file where a good one was.
 
 from __future__ import annotations
 
-import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -17,7 +15,7 @@ import torch
 from torch import nn
 
 from .errors import UserError
-from .io import load_tensors, read_json, read_json_object, save_tensors, write_json
+from .io import load_tensors, read_json, read_json_object, replace_folder, save_tensors, write_json
 from .models import model_class
 from .settings import SettingError
 
@@ -65,7 +63,11 @@ def load_model(directory: Path, *, device: str | torch.device = "cpu", expect: t
     if expect is not None and not issubclass(cls, expect):
         raise UserError(f"{directory} holds a {config['model']}, not a {getattr(expect, 'registry_name', '') or expect.__name__}")
     state = load_tensors(directory / WEIGHTS)
-    model_config, state = cls.upgrade_saved(dict(config["model_config"]), state)  # older versions' files
+    try:
+        model_config, state = cls.upgrade_saved(dict(config["model_config"]), state)  # older versions' files
+    except (KeyError, ValueError, TypeError, RuntimeError) as e:
+        raise UserError(f"{directory / WEIGHTS} does not match {CONFIG} (a {config['model']} cannot read these weights: "
+                        f"{type(e).__name__} {e}); were they copied from different runs?") from None
     try:
         model = cls(**model_config)
     except SettingError as e:
@@ -128,12 +130,7 @@ def save_training_state(run_dir: Path, model: nn.Module, optimizers: dict[str, t
     for name, tensors_ in (extra or {}).items():
         save_tensors(tmp / f"{name}.safetensors", tensors_)
     write_json(tmp / "state.json", {**state, "optimizers": opt_info})
-    old = run_dir / ".checkpoint-old"
-    if final.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_folder(tmp, final)
 
 
 def load_training_state(run_dir: Path, model: nn.Module, optimizers: dict[str, torch.optim.Optimizer]) -> tuple[dict, dict]:
@@ -148,7 +145,9 @@ def load_training_state(run_dir: Path, model: nn.Module, optimizers: dict[str, t
         raise UserError(f"{ckpt}: the checkpoint does not match this model's settings; resume with the run's own settings") from None
     tensors = load_tensors(ckpt / "train_state.safetensors")
     try:
-        if not isinstance(state["epoch"], int) or state["epoch"] < 0 or not isinstance(state["history"], list):
+        history = state["history"]
+        if (not isinstance(state["epoch"], int) or state["epoch"] < 0 or not isinstance(history, list)
+                or len(history) != state["epoch"] or not all(isinstance(r, dict) and "epoch" in r for r in history)):
             raise TypeError("epoch/history")
         for name, opt in optimizers.items():
             opt.load_state_dict(_unflatten_optimizer(f"opt.{name}", tensors, state["optimizers"][name]))

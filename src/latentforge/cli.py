@@ -289,10 +289,15 @@ def evaluate(
     if features != "mnist" and (reason := quality_skip_reason(model, ds, extractor)):
         raise UserError(f"--features {features}: no sample quality for this run, {reason}")
     task = get_task(model_class(config["model"]).task)
+    own = data is None or data == config.get("data")
+    if own and (run / "metrics.json").exists():
+        from .io import read_json_object
+
+        read_json_object(run / "metrics.json")  # a damaged file fails now, not after the evaluation
     print(f"evaluating {config['model']} on {len(ds):,} test samples…", file=sys.stderr)
     test = task.evaluate(model, ds, splits, k=k, device="cpu", max_iwae=iwae_n, progress=sys.stderr.isatty(),
                          features=extractor)
-    if data is None or data == config.get("data"):
+    if own:
         metrics = update_metrics(run, test, {"iwae_k": k, "iwae_n": test.get("iwae_n"), "features": features})
     else:
         metrics = {"model": config["model"], "data": data, "test": test}
@@ -308,19 +313,21 @@ def evaluate(
 def report(run: Path = typer.Argument(..., help="Run directory.")) -> None:
     """(Re)write the run's report.html (and any picture that is missing)."""
     from .io import read_json_object
+    from .models import model_class
     from .report import write_report
     from .run import load_run, run_test_data
-    from .tasks.generate import write_pictures
+    from .tasks import get_task
 
     model, config = load_run(run)
     if "data" not in config:
         raise UserError(f"{run} was saved from Python (save_pretrained): it has no metrics or training history to "
                         "report; train it with `latentforge train` for a report, or use evaluate --data")
-    if not all((run / f).exists() for f in ("samples.png", "curves.png")):
+    task = get_task(model_class(config["model"]).task)
+    if any(not (run / f.file).exists() for f in task.figures if f.file in ("samples.png", "curves.png")):
         history = []
         if (run / "checkpoint" / "state.json").exists():
             history = read_json_object(run / "checkpoint" / "state.json").get("history", [])
-        write_pictures(run, model, run_test_data(config, None), history)
+        task.write_pictures(run, model, run_test_data(config, None), history)
     typer.echo(f"wrote {write_report(run)}")
 
 
@@ -406,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():
             if not debug:  # numpy's RuntimeWarnings must not print above the one error line
                 warnings.simplefilter("ignore", RuntimeWarning)
-            app(args=argv, standalone_mode=False)
+            code = app(args=argv, standalone_mode=False)  # Typer returns an Exit's code (130 for Ctrl-C)
     except SettingError as e:
         if debug:
             raise UserError(_flag_message(e)) from e
@@ -429,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {e.format_message()}", file=sys.stderr)
         return 2
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 def _flag_message(e: SettingError) -> str:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 from .errors import UserError
+from .io import atomic_path
 from .tasks import metric_direction, metric_table
 
 MISSING = "—"
@@ -269,11 +269,9 @@ def save_comparison_picture(run_dirs: list[Path], out: Path) -> Path:
     fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - 0.5 / ((PANEL_INCHES + 0.45) * nrows),
                         wspace=0.05, hspace=0.25)
     out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp.png")
     try:
-        fig.savefig(tmp, dpi=DPI, format="png")
-        os.replace(tmp, out)
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, dpi=DPI, format="png")
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
     return out

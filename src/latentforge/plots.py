@@ -66,10 +66,15 @@ def save_curves(history: list[dict], path: Path, *, monitor: str | None = None, 
     model kept its best epoch by; drawn on a right-hand axis with that epoch marked."""
     plt, fig, ax = _figure()
     epochs = [r["epoch"] for r in history]
+    gan = any("train_d_loss" in r for r in history)  # a GAN's test loss is its discriminator's, on test images
     for key, style in (("train_loss", "-"), ("test_loss", "-"), ("train_d_loss", "--"), ("train_g_loss", "--")):
         ys = [r.get(key) for r in history]
         if any(y is not None for y in ys):
-            ax.plot(epochs, ys, style, marker="o", ms=3, label=key.replace("_", " "))
+            label = "test D loss" if gan and key == "test_loss" else key.replace("_", " ")
+            ax.plot(epochs, ys, style, marker="o", ms=3, label=label)
+    if len(epochs) == 1:  # one point: a readable axis around it, not ±4 % of its value
+        ax.set_xticks(epochs)
+        ax.margins(y=0.5)
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss per sample (nats)" if any("train_kl" in r for r in history) else "loss")
     ax.grid(alpha=0.3)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import base64
 import csv
 import html
-import json
 from pathlib import Path
 
 from . import __version__
-from .io import write_text
+from .checkpoint import read_config
+from .io import read_json_object, write_text
 from .tasks import all_figures, metric_help
 from .tasks.base import TASKS
 
@@ -41,8 +41,8 @@ def _img(path: Path) -> str:
 def write_report(run_dir: Path) -> Path:
     """(Re)write ``run_dir/report.html`` from the files in the run directory."""
     run_dir = Path(run_dir)
-    config = json.loads((run_dir / "config.json").read_text())
-    metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").exists() else {}
+    config = read_config(run_dir)
+    metrics = read_json_object(run_dir / "metrics.json") if (run_dir / "metrics.json").exists() else {}
     rows = []
     if (run_dir / "history.csv").exists():
         with open(run_dir / "history.csv") as f:

@@ -17,7 +17,7 @@ from . import __version__
 from .checkpoint import CONFIG, TRAIN_STATE, load_model, read_config, save_model
 from .data import Dataset, Splits
 from .errors import UserError
-from .io import read_json, write_json
+from .io import read_json_object, write_json
 from .models import model_class
 from .report import write_report
 from .settings import SettingError
@@ -48,6 +48,9 @@ def _resume_settings(out: Path, model_name: str | None, data: str | None, given:
                      cfg: TrainConfig, train_flags: set[str]) -> tuple[dict, TrainConfig]:
     """The saved run's config, after checking that nothing the user gave contradicts it."""
     saved = read_config(out)
+    if not isinstance(saved.get("data"), str) or not saved["data"] or not isinstance(saved.get("data_options") or {}, dict):
+        raise UserError(f"{out / CONFIG}: its 'data'/'data_options' entries are damaged; the run cannot be resumed "
+                        "as it was trained. Restore the file, or train a new run")
     clash = []
     if model_name is not None and model_name != saved["model"]:
         clash.append(f"model {model_name!r} (the run trains {saved['model']!r})")
@@ -110,7 +113,8 @@ def train_run(
         saved, cfg = _resume_settings(out, model_name, data, given, data_options, cfg, set(train_flags))
         model_name, data = saved["model"], saved["data"]
         data_options = saved.get("data_options") or {}
-    model_name, data = model_name or DEFAULT_MODEL, data or DEFAULT_DATA
+    else:
+        model_name, data = model_name or DEFAULT_MODEL, data or DEFAULT_DATA
     cls = model_class(model_name)
     task = get_task(cls.task)
     given = model_arguments(model_name, given)
@@ -136,7 +140,8 @@ def train_run(
                 "latentforge_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
             })
         result = fit(model, splits.train, splits.test, cfg, run_dir=out, resume=resume,
-                     validation=splits.validation, monitor=task.monitor(splits))
+                     validation=splits.validation, monitor=task.monitor(splits),
+                     after_epoch=lambda epoch, m: task.epoch_end(out, epoch, m))
     except BaseException:
         if created and not (out / TRAIN_STATE).exists():
             shutil.rmtree(out, ignore_errors=True)  # nothing worth keeping: leave no half-made run behind
@@ -225,9 +230,7 @@ def check_compatible(config: dict, ds: Dataset) -> None:
 def update_metrics(run_dir: Path, test: dict, evaluation: dict) -> dict:
     """Merge a new evaluation into metrics.json, keeping the settings it was made with next to it."""
     path = Path(run_dir) / "metrics.json"
-    metrics = read_json(path) if path.exists() else {}
-    if not isinstance(metrics, dict):
-        metrics = {}
+    metrics = read_json_object(path) if path.exists() else {}
     metrics.setdefault("test", {}).update(test)
     metrics["evaluation"] = {**(metrics.get("evaluation") or {}), **evaluation}
     write_json(path, metrics)

@@ -27,7 +27,7 @@ from .data import Batcher, Dataset
 from .errors import UserError
 from .io import atomic_path
 from .models.base import Batch, Model
-from .settings import Settings, setting
+from .settings import SettingError, Settings, setting
 
 
 @dataclass
@@ -46,6 +46,11 @@ class TrainConfig(Settings):
     eval_batch_size: int = setting(1000, "batch size of evaluation passes", min=1)
     patience: int | None = setting(None, "early stopping: epochs without improvement of the monitored value",
                                    min=1)
+
+    def check(self) -> None:
+        if not isinstance(self.device, str):
+            raise SettingError("device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        resolve_device(self.device)
 
     def validate(self) -> None:
         """Checked on creation already; kept for callers that changed fields afterwards."""
@@ -84,13 +89,13 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name != "cpu" and name != "cuda" and not (name.startswith("cuda:") and name[5:].isdigit()):
-        raise UserError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}")
+        raise SettingError("device", f"must be auto, cpu, cuda or cuda:N, got {name!r}")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise UserError(f"--device {name} was asked for but no CUDA GPU is visible; use --device cpu or auto")
+            raise SettingError("device", f"{name} was asked for but no CUDA GPU is visible; use cpu or auto")
         if ":" in name and int(name[5:]) >= torch.cuda.device_count():
-            raise UserError(f"--device {name}: there are {torch.cuda.device_count()} CUDA devices (cuda:0 to "
-                            f"cuda:{torch.cuda.device_count() - 1})")
+            raise SettingError("device", f"{name}: there are {torch.cuda.device_count()} CUDA devices (cuda:0 to "
+                               f"cuda:{torch.cuda.device_count() - 1})")
     return torch.device(name)
 
 
@@ -185,12 +190,14 @@ def fit(
     resume: bool = False,
     validation: Dataset | None = None,
     monitor: Monitor | None = None,
+    after_epoch: Callable[[int, Model], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``train``; with a ``run_dir``, checkpoint every epoch and allow resume.
 
     With ``validation`` (held out from the training data), its loss is logged as ``val_loss`` each epoch
     and, unless a ``monitor`` says otherwise, decides the kept weights and early stopping. Ctrl-C stops at
     once: the checkpoint of the last finished epoch stays, and the KeyboardInterrupt goes on to the caller.
+    ``after_epoch(epoch, model)`` runs after each epoch (a task's per-epoch files).
     """
     cfg.validate()
     if run_dir is not None:
@@ -255,7 +262,8 @@ def fit(
             bar.close()
             seconds = time.perf_counter() - t0
             row = {"epoch": epoch + 1, **{f"train_{k}": float(v) / len(train) for k, v in sums.items()}}
-            if not all(math.isfinite(v) for v in row.values()):
+            weights_ok = all(bool(torch.isfinite(p).all()) for p in model.parameters())  # the last step may break them
+            if not weights_ok or not all(math.isfinite(v) for v in row.values()):
                 raise TrainingDiverged(_diverged_message(epoch, len(batcher), run_dir))
             result.train_seconds += seconds
             result.samples_seen += len(train)
@@ -264,6 +272,8 @@ def fit(
             if validation is not None:
                 row["val_loss"] = evaluate_loss(model, validation, batch_size=cfg.eval_batch_size, device=device)["loss"]
             row.update(model.on_epoch_end(epoch + 1, train, Path(run_dir) if run_dir is not None else None))
+            if after_epoch is not None:
+                after_epoch(epoch + 1, model)
             if monitor is not None and monitor.compute is not None:
                 row.update(monitor.compute(model))
             row["seconds"] = round(seconds, 4)

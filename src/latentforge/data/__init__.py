@@ -6,6 +6,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
 
 from ..errors import UserError
 from .batcher import Batcher
@@ -47,13 +48,21 @@ def load_data(spec: str, *, test_fraction: float = 0.1, interactions: bool = Fal
 
 def from_array(x, y=None, *, name: str = "array") -> Dataset:
     """A numpy/torch array (images ``(n,H,W)``, ``(n,C,H,W)`` or tables ``(n,D)``) as a Dataset."""
+    if sp.issparse(x):
+        raise UserError(f"{name}: sparse input is not supported here; give a dense array (X.toarray()); "
+                        "sparse user-item interactions go to MultVAE/MultDAE")
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
     if y is not None and hasattr(y, "detach"):
         y = y.detach().cpu().numpy()
-    x = np.asarray(x)
-    if x.ndim == 1:
-        raise UserError(f"{name}: got a 1-D array of shape {x.shape}; reshape to (n_samples, n_features)")
+    try:
+        x = np.asarray(x)
+    except ValueError as e:  # nested lists of different lengths
+        raise UserError(f"{name}: cannot be read as one array ({e}); give rows of equal length") from None
+    if x.ndim < 2:
+        raise UserError(f"{name}: got a {x.ndim}-D array of shape {x.shape}, expected (n_samples, n_features) or "
+                        f"images. Reshape your data either using {name}.reshape(-1, 1) if it holds a single feature "
+                        f"or {name}.reshape(1, -1) if it is a single sample")
     return array_dataset(x, y, name)
 
 

@@ -11,6 +11,13 @@ import torch
 
 from ..errors import UserError
 
+COMPLEX = "{name}: Complex data not supported; give real numbers (e.g. X.real or np.abs(X))"
+
+
+class NonNumericError(UserError, TypeError):
+    """Values that are not numbers (a dict, a string in an object array): a :class:`UserError`, and the
+    ``TypeError`` numpy and scikit-learn raise for them, so ``except TypeError`` code keeps working."""
+
 
 @dataclass
 class Dataset:
@@ -115,8 +122,12 @@ def validate_array(x: np.ndarray | sp.csr_matrix, name: str) -> None:
         return
     if not isinstance(x, np.ndarray):
         raise UserError(f"{name}: expected an array, got {type(x).__name__}")
-    if x.size == 0 or len(x) == 0:
-        raise UserError(f"{name}: the data set is empty; give at least one sample")
+    if x.ndim >= 1 and len(x) == 0:
+        raise UserError(f"{name}: the data set is empty: 0 sample(s) (shape={x.shape}) while a minimum of 1 is "
+                        "required; give at least one sample")
+    if x.size == 0:
+        raise UserError(f"{name}: 0 feature(s) (shape={x.shape}) while a minimum of 1 is required; give samples with "
+                        "at least one feature")
     if x.ndim not in (2, 4):
         raise UserError(
             f"{name}: samples must be vectors (n, features) or images (n, channels, height, width); "
@@ -124,6 +135,8 @@ def validate_array(x: np.ndarray | sp.csr_matrix, name: str) -> None:
         )
     if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
         raise UserError(f"{name}: values must be numeric, got dtype {x.dtype}")
+    if np.issubdtype(x.dtype, np.complexfloating):
+        raise UserError(COMPLEX.format(name=name))
     if np.issubdtype(x.dtype, np.floating):
         bad = ~np.isfinite(x)
         if bad.any():

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from .dataset import Dataset
+from .dataset import COMPLEX, Dataset, NonNumericError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff"}
 LABEL_COLUMNS = ("label", "labels", "y", "target", "class")
@@ -54,6 +54,14 @@ def _images_nchw(x: np.ndarray) -> np.ndarray:
 def array_dataset(x: np.ndarray, y: np.ndarray | None, name: str) -> Dataset:
     """Wrap a raw array: uint8 images keep their bytes (scale 255), everything else float32."""
     x = np.asarray(x)
+    if x.dtype == object:  # numbers held as Python objects (a mixed-type DataFrame, nested lists)
+        try:
+            x = x.astype(np.float64)
+        except (TypeError, ValueError) as e:
+            raise NonNumericError(f"{name}: values must be numbers ({e}); encode or drop the non-numeric "
+                                  "values first") from None
+    if np.iscomplexobj(x):
+        raise UserError(COMPLEX.format(name=name))
     if x.dtype == np.bool_:
         x = x.astype(np.uint8)
         return Dataset(x=x.reshape(len(x), -1) if x.ndim == 2 else _images_nchw(x), y=y, name=name)
@@ -63,6 +71,12 @@ def array_dataset(x: np.ndarray, y: np.ndarray | None, name: str) -> Dataset:
         return Dataset(x=x, y=y, name=name, scale=255.0)
     if not np.issubdtype(x.dtype, np.number):
         raise UserError(f"{name}: values must be numeric, got dtype {x.dtype}")
+    if x.dtype.itemsize > 4 and np.issubdtype(x.dtype, np.floating):
+        big = np.isfinite(x) & (np.abs(x) > np.finfo(np.float32).max)  # NaN/Inf: the NaN/Inf check says so
+        if big.any():
+            rows = np.unique(np.nonzero(big.reshape(len(x), -1))[0])
+            raise UserError(f"{name}: {int(big.sum())} values in {len(rows)} samples (first at row {int(rows[0])}) are "
+                            "beyond float32's range (±3.4e38), which models compute in; rescale or remove them")
     return Dataset(x=x.astype(np.float32, copy=False), y=y, name=name)
 
 

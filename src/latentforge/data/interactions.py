@@ -51,7 +51,12 @@ def ids_of(values, what: str, where: str) -> np.ndarray:
     if pd.api.types.is_integer_dtype(s):
         return s.to_numpy(np.int64)
     if pd.api.types.is_float_dtype(s) and np.all(np.mod(s.to_numpy(), 1) == 0):
-        return s.to_numpy().astype(np.int64)
+        v = s.to_numpy()
+        if np.all(np.abs(v) < 2**53):  # exact as a float and as an int64; larger ids would collide
+            return v.astype(np.int64)
+        big = int(np.flatnonzero(np.abs(v) >= 2**53)[0])
+        raise UserError(f"{where}: {what} id {v[big]:g} at data row {big + 1} is too large to be read exactly as a "
+                        "number; store ids as text (quoted) or as integers below 2**53")
     return s.astype(str).str.strip().to_numpy(dtype=object)
 
 
@@ -270,9 +275,7 @@ def load_interaction_splits(spec: str, *, min_rating: float = 4.0, min_items: in
                             heldout_users: int | float = 0.1, fold_in: float = 0.8, split_seed: int = 0,
                             user_col: str = "user", item_col: str = "item", rating_col: str | None = "rating",
                             interactions: bool = True) -> Splits:
-    """Training set (train users' rows) and test set (test users' fold-in rows, held-out items in
-    ``meta["holdout"]``) for ``latentforge train``; validation users ride along in the training set's
-    meta for model selection, and its ``run_files`` write the known users' histories into the run."""
+    """The splits of :func:`ranking_splits` for interactions read from ``spec`` (a name or a file)."""
     raw = read_any(spec, user_col=user_col, item_col=item_col, rating_col=rating_col)
     return ranking_splits(raw, min_rating=min_rating, min_items=min_items, heldout_users=heldout_users,
                           fold_in=fold_in, seed=split_seed)

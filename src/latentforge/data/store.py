@@ -7,12 +7,12 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
+from ..io import atomic_path
 
 
 @dataclass(frozen=True)
@@ -57,23 +57,25 @@ def find_or_fetch(folder: str, files: tuple[RemoteFile, ...], mirrors: tuple[str
     return out
 
 
+class _DigestMismatch(Exception):
+    """A downloaded file that is not the published one."""
+
+
 def _download(f: RemoteFile, mirrors: tuple[str, ...], dest: Path, folder: str, files, what: str) -> None:
     algo, want = f.digest.split(":")
     dest.parent.mkdir(parents=True, exist_ok=True)
     last = ""
     for base in mirrors:
         try:
-            with urllib.request.urlopen(base + f.name, timeout=30) as r, tempfile.NamedTemporaryFile(
-                dir=dest.parent, delete=False
-            ) as tmp:
-                shutil.copyfileobj(r, tmp)
-            got = file_digest(Path(tmp.name), algo)
-            if got != want:
-                os.unlink(tmp.name)
-                last = f"{base}{f.name} has {algo} {got}, expected {want}"
-                continue
-            os.replace(tmp.name, dest)
+            with urllib.request.urlopen(base + f.name, timeout=30) as r, atomic_path(dest) as tmp:
+                with open(tmp, "wb") as out:
+                    shutil.copyfileobj(r, out)
+                got = file_digest(tmp, algo)
+                if got != want:  # leaving the block by the exception removes the temporary file
+                    raise _DigestMismatch(f"{base}{f.name} has {algo} {got}, expected {want}")
             return
+        except _DigestMismatch as e:
+            last = str(e)
         except OSError as e:
             last = f"{base}{f.name}: {e}"
     raise missing_files(folder, files, what, f"download failed ({last})")

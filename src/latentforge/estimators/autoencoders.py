@@ -34,8 +34,23 @@ def check_count(n, what: str = "n") -> int:
     return int(n)
 
 
+def finite_rows(out: np.ndarray, what: str) -> np.ndarray:
+    """``out`` when every row is finite; else an error naming the rows (values far outside what the model was
+    fitted on overflow it: a NaN would hide them)."""
+    bad = np.flatnonzero(~np.isfinite(out.reshape(len(out), -1)).all(1)) if len(out) else []
+    if len(bad):
+        raise UserError(f"{what}: rows {', '.join(map(str, bad[:5]))}{' …' if len(bad) > 5 else ''} give no finite "
+                        "result (values far outside the range the model was fitted on); check or remove them")
+    return out
+
+
 class AutoencoderEstimator(TransformerMixin, ModelEstimator):
     """Transformer contract over an autoencoder-family model."""
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float32"]  # the networks compute in float32, whatever X's dtype
+        return tags
 
     def _model_settings(self, ds: Dataset) -> dict:
         settings = super()._model_settings(ds)
@@ -47,25 +62,35 @@ class AutoencoderEstimator(TransformerMixin, ModelEstimator):
     def transform(self, X) -> np.ndarray:
         """Codes of X (posterior means for VAEs), shape (n, latent_dim)."""
         x = self._tensor(X)
-        return self.model_.encode(x)[0].numpy()
+        return finite_rows(self.model_.encode(x)[0].numpy(), "transform")
 
     @torch.no_grad()
     def inverse_transform(self, Z) -> np.ndarray:
         """Decoder means for latent codes Z (n, latent_dim), shaped like X's samples."""
         not_fitted(self)
-        z = np.asarray(Z, dtype=np.float64) if not hasattr(Z, "detach") else Z.detach().cpu().numpy()
         width = self.model_.latent_dim
+        z = Z.detach().cpu().numpy() if hasattr(Z, "detach") else Z
+        try:
+            z = np.asarray(z)
+            if np.iscomplexobj(z) or not (np.issubdtype(z.dtype, np.number) or z.dtype == np.bool_):
+                raise TypeError(z.dtype)
+            z = z.astype(np.float64)
+        except (TypeError, ValueError):
+            raise UserError(f"Z must be a numeric (n, {width}) array of real codes, one per row") from None
         if z.ndim != 2 or z.shape[1] != width:
             raise UserError(f"Z must have shape (n, {width}) (one code per row), got {z.shape}")
-        if not np.isfinite(z).all():
-            raise UserError("Z holds NaN/Inf codes; give finite codes")
-        return self._as_input_shape(self.model_.decode(torch.from_numpy(z.astype(np.float32))).numpy())
+        if not np.isfinite(z).all() or (np.abs(z) > np.finfo(np.float32).max).any():
+            raise UserError("Z holds NaN/Inf or out-of-range codes; give finite codes")
+        if len(z) == 0:
+            return np.empty((0, *(self.sample_shape_in_ or self.input_shape_)), np.float32)
+        out = self.model_.decode(torch.from_numpy(z.astype(np.float32))).numpy()
+        return self._as_input_shape(finite_rows(out, "inverse_transform"))
 
     @torch.no_grad()
     def reconstruct(self, X) -> np.ndarray:
         """Encode then decode X; shaped like X's samples, in model units."""
         x = self._tensor(X)
-        return self._as_input_shape(self.model_.reconstruct(x).numpy())
+        return self._as_input_shape(finite_rows(self.model_.reconstruct(x).numpy(), "reconstruct"))
 
     @torch.no_grad()
     def sample(self, n: int = 64, *, label: int | None = None, seed: int | None = None) -> np.ndarray:
@@ -95,8 +120,8 @@ class AutoencoderEstimator(TransformerMixin, ModelEstimator):
         if isinstance(self.model_, Likelihood):
             seed = 0 if self.random_state is None else int(self.random_state)
             noise = torch.randn(SCORE_DRAWS, self.model_.latent_dim, generator=torch.Generator().manual_seed(seed))
-            return self.model_.elbo(x, noise=noise).numpy()
-        return -self.model_.anomaly_score(x).numpy()
+            return finite_rows(self.model_.elbo(x, noise=noise).numpy(), "score_samples")
+        return finite_rows(-self.model_.anomaly_score(x).numpy(), "score_samples")
 
     def score(self, X, y=None) -> float:
         """Mean of :meth:`score_samples`."""
@@ -163,10 +188,16 @@ class CVAE(VAE):
     def _model_settings(self, ds: Dataset) -> dict:
         return {**super()._model_settings(ds), "n_classes": n_classes(ds)}
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = True
+        return tags
+
     def fit(self, X, y=None):
         """Train on X with integer labels y (0..K−1)."""
         if y is None:
-            raise UserError("CVAE needs labels: fit(X, y) with integer labels 0..K-1")
+            raise UserError("CVAE requires y to be passed, but the target y is None: fit(X, y) with integer "
+                            "labels 0..K-1")
         return super().fit(X, y)
 
 

@@ -95,8 +95,9 @@ class ModelEstimator(BaseEstimator):
     def fit(self, X, y=None):
         """Train on X (``y`` only for models that use labels); returns self."""
         ds = self._dataset(X, y if model_class(self._model_name()).uses_labels else None)
-        cfg = self._train_config(len(ds))
+        self._train_config(len(ds))  # bad training parameters fail before any work
         train, held = self._split(ds)
+        cfg = self._train_config(len(train))  # epochs=None counts the rows actually fitted on
         torch.manual_seed(cfg.seed)  # initial weights come from random_state, too
         cls = model_class(self._model_name())
         settings = self._model_settings(ds)
@@ -104,6 +105,9 @@ class ModelEstimator(BaseEstimator):
             model = cls(input_shape=list(ds.sample_shape), **settings)
         except SettingError as e:
             raise UserError(str(e)) from None
+        except (RuntimeError, MemoryError) as e:  # sizes that cannot be allocated
+            raise UserError(f"cannot build {cls.registry_name} with these sizes ({str(e).splitlines()[0]}); "
+                            "use smaller latent_dim/hidden") from None
         if held is None:
             cfg.patience = None  # nothing held out to stop by
         result = fit(model, train, None, cfg, validation=held, monitor=self._monitor(ds))
@@ -130,10 +134,14 @@ class ModelEstimator(BaseEstimator):
         not_fitted(self)
         ds = self._dataset(X)
         if ds.sample_shape != tuple(self.input_shape_):
+            if len(ds.sample_shape) == 1 and len(self.input_shape_) == 1:  # tables: scikit-learn's wording
+                width = self.input_shape_[0]
+                raise UserError(f"X has {ds.sample_shape[0]} features, but {type(self).__name__} is expecting "
+                                f"{width} features as input; give X of shape (n, {width}), the columns fitted on")
             raise UserError(f"X has samples of shape {ds.sample_shape}, but the model was fitted on "
                             f"{tuple(self.input_shape_)}")
         x = np.asarray(ds.x, dtype=np.float32)
-        integral = not np.issubdtype(np.asarray(X).dtype if not hasattr(X, "detach") else np.float32, np.floating)
+        integral = _integer_input(X)
         if integral and self.scale_ != 1.0:
             x = x / self.scale_
         elif ds.scale != 1.0:
@@ -143,7 +151,7 @@ class ModelEstimator(BaseEstimator):
             raise UserError(f"X ranges over [{x.min():g}, {x.max():g}], but the model's {like} likelihood reads "
                             f"values in [0, 1]: give floats in [0, 1], or integer grey levels as at fit "
                             f"(0..{self.scale_:g})")
-        return torch.from_numpy(x)
+        return torch.from_numpy(np.require(x, requirements="W"))  # a writable copy only when it is not
 
     def _as_input_shape(self, arr: np.ndarray) -> np.ndarray:
         """Model outputs shaped like the caller's samples ((n, 8, 8) in → (n, 8, 8) out)."""
@@ -216,6 +224,14 @@ class ModelEstimator(BaseEstimator):
         est.history_ = []
         est._load_extra(directory, config)
         return est
+
+
+def _integer_input(X) -> bool:
+    """Whether X holds integer grey levels by its type (numpy or torch integers), never by its values: a
+    sample is read the same way whichever samples share its call."""
+    if hasattr(X, "detach"):
+        return not (X.dtype.is_floating_point or X.dtype.is_complex) and X.dtype != torch.bool
+    return np.issubdtype(np.asarray(X).dtype, np.integer)
 
 
 def _params_from(cls: type[ModelEstimator], config: dict, model) -> dict:

@@ -27,8 +27,9 @@ from ..errors import UserError
 from ..checkpoint import CONFIG, read_config
 from ..io import load_tensors, save_tensors, write_json
 from ..models.body import robust_location_scale
+from ..models import model_class
 from ..tasks.scoring import (SCORES, SCORES_FILE, anomaly_scores, check_detector_input, check_finite_scores,
-                             parse_threshold, threshold_from)
+                             check_score, parse_threshold, threshold_from)
 from ..train import Monitor
 from .autoencoders import AutoencoderEstimator
 from .base import ModelEstimator, not_fitted
@@ -72,8 +73,12 @@ class Detector(ModelEstimator):
     def _split(self, ds: Dataset) -> tuple[Dataset, Dataset | None]:
         """Check the data and the threshold settings, then hold out ``validation_fraction`` of the rows
         (by ``random_state``); none when fewer than ``min_fit`` would be left to fit on."""
+        if len(ds) < 2:
+            raise UserError(f"{ds.name}: got 1 sample; a detector needs at least 2 samples to fit")
         check_detector_input(ds)
         _rule(self.threshold, self.contamination)  # a bad threshold fails before training
+        if hasattr(self, "score_kind"):  # so does a score the model cannot give
+            check_score(model_class(self._model_name()), self._score_kind(), what="score_kind")
         vf = self.validation_fraction
         if isinstance(vf, bool) or not isinstance(vf, (int, float)) or not 0 <= vf < 0.5:
             raise UserError(f"validation_fraction must be in [0, 0.5), got {vf!r}")
@@ -349,7 +354,7 @@ class EnsembleDetector(Detector):
         self.history_ = []
 
     def decision_function(self, X) -> np.ndarray:
-        not_fitted(self)
+        self._tensor(X)  # checked here, so errors name the ensemble rather than its first member
         return np.mean([robust_standardise(est.decision_function(X), est.decision_scores_)
                         for est in self.estimators_], axis=0)
 

@@ -127,9 +127,22 @@ class Ranker(Protocol):
         """Item scores for fold-in rows (higher = recommend first)."""
 
 
+@runtime_checkable
+class ProgressFrames(Protocol):
+    def progress_samples(self) -> torch.Tensor:
+        """Images from fixed inputs, drawn after every epoch to show training progress (GANs)."""
+
+
+@runtime_checkable
+class Codebook(Protocol):
+    def codebook_usage(self) -> torch.Tensor:
+        """How often each code was assigned during training (VQ-VAE)."""
+
+
 CAPABILITIES: dict[str, type] = {"encode": Encoder, "decode": Decoder, "sample": Sampler,
                                  "reconstruct": Reconstructor, "anomaly_score": AnomalyScorer,
-                                 "likelihood": Likelihood, "rank": Ranker}
+                                 "likelihood": Likelihood, "rank": Ranker, "progress": ProgressFrames,
+                                 "codebook": Codebook}
 
 
 def capabilities(model: nn.Module | type) -> set[str]:

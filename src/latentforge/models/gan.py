@@ -249,28 +249,19 @@ class GAN(Model):
         z = torch.randn(n, self.latent_dim, generator=g, device=device)
         return (self._fake(self.g_ema, z) + 1) / 2
 
-    def on_epoch_end(self, epoch: int, train, run_dir: Path | None) -> dict[str, float]:
-        """In a run: the fixed-noise progress pictures of this epoch (see :meth:`epoch_artifacts`)."""
-        if run_dir is not None:
-            self.epoch_artifacts(epoch, run_dir)
-        return {}
-
     @torch.no_grad()
-    def epoch_artifacts(self, epoch: int, run_dir: Path) -> None:
-        """Fixed-noise grid of this epoch (``progress/epoch_NNN.png``), the strip ``gan_progress.png``,
-        and a warning on stderr when generator batches collapsed during the epoch."""
-        from ..plots import save_progress_strip, save_samples
+    def progress_samples(self) -> torch.Tensor:
+        """The averaged generator's images for the fixed noise: the frames a run draws after each epoch."""
+        return (self._fake(self.g_ema, self.fixed_noise) + 1) / 2
 
-        folder = Path(run_dir) / "progress"
-        folder.mkdir(exist_ok=True)
-        x = (self._fake(self.g_ema, self.fixed_noise) + 1) / 2
-        save_samples(x.cpu().numpy(), folder / f"epoch_{epoch:03d}.png")
-        save_progress_strip(folder, tuple(x.shape[1:]), Path(run_dir) / "gan_progress.png")
+    def on_epoch_end(self, epoch: int, train, run_dir: Path | None) -> dict[str, float]:
+        """A warning on stderr when generator batches collapsed during the epoch."""
         if self.g_steps and self.collapsed.item() > 0:
             print(f"warning: epoch {epoch}: generator samples collapsed (diversity below {COLLAPSE_RATIO:g}× its "
                   f"running level) in {int(self.collapsed.item())} generator steps; see the collapse and diversity "
                   "columns of history.csv. Try --spectral-norm, a lower --lr or wgan-gp", file=sys.stderr)
         self.collapsed.zero_()
+        return {}
 
 
 @register("dcgan", GANConfig, task="generate")

@@ -165,6 +165,9 @@ class VQVAE(Body):
         self.quantizer.train(was)
         return q.flatten(1), idx
 
+    def codebook_usage(self) -> torch.Tensor:
+        return self.quantizer.usage
+
     def decode_codes(self, idx: torch.Tensor) -> torch.Tensor:
         q = self.quantizer.codebook[idx].permute(0, 3, 1, 2)
         return self.output_mean(self.decoder(q))

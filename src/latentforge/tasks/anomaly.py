@@ -11,21 +11,24 @@ from torch import nn
 from ..data import Dataset, Splits
 from ..metrics import evaluate_model
 from ..train import Monitor, TrainResult
-from .base import RunOptions, Task, register_task
-from .generate import hold_out_rows, write_pictures
+from .base import RunOptions, register_task
+from .generate import GenerateTask, hold_out_rows, write_pictures
 from .scoring import (ANOMALY_FIGURES, ANOMALY_METRICS, SCORES, SCORES_FILE, anomaly_scores, binary_labels,  # noqa: F401
                       check_detector_input, check_score, default_score, detection_metrics, parse_threshold,
                       reference_rows, score_run, scoring_data, store_reference_scores, threshold_from,
                       write_run_anomaly)
 
 
-class AnomalyTask(Task):
+class AnomalyTask(GenerateTask):
     """Detectors (Deep SVDD): a slice of the training data is held out from fitting; it picks the kept epoch
     (validation loss) and sets the threshold, so the test split's flagged share is an honest estimate."""
 
     name = "anomaly"
     metrics = ANOMALY_METRICS
     figures = ANOMALY_FIGURES
+
+    def model_settings(self, model_cls: type, splits: Splits, given: dict, run: RunOptions) -> dict:
+        return dict(given)
 
     def load(self, data: str, options: dict, run: RunOptions) -> Splits:
         return hold_out_rows(super().load(data, options, run), seed=run.seed)

@@ -62,8 +62,11 @@ class Task:
         """The data's train/test (and validation) splits, as the model will see them."""
         unknown = [k for k, v in options.items() if v is not None and k not in self.data_options]
         if unknown:
-            raise UserError(f"{', '.join('--' + k.replace('_', '-') for k in unknown)} apply to interaction data "
-                            f"only (movielens-100k, user,item[,rating] tables); drop them for {data}")
+            takers = [t.name for t in TASKS.values() if set(unknown) <= set(t.data_options)]
+            where = f"the {' and '.join(takers)} task's data" if takers else "no task"
+            raise UserError(f"{', '.join('--' + k.replace('_', '-') for k in unknown)} apply to {where} "
+                            f"(e.g. movielens-100k, user,item[,rating] tables), not to the {self.name} task's; "
+                            f"drop them for {data}")
         splits = load_data(data)
         if splits.train.is_sparse:
             raise UserError(f"{data} is user-item interaction data; train a recommender on it (mult-vae or mult-dae)")
@@ -90,6 +93,12 @@ class Task:
         """Files the run keeps beside the weights (pictures, scores, lists); returns metrics to add."""
         return {}
 
+    def write_pictures(self, run_dir: Path, model: nn.Module, test: Dataset, history: list[dict]) -> None:
+        """(Re)draw the run's pictures from its model, test set and history (``latentforge report``)."""
+
+    def epoch_end(self, run_dir: Path, epoch: int, model: nn.Module) -> None:
+        """After each epoch of a run (after the model's own ``on_epoch_end``): per-epoch files. Default: none."""
+
     def report_sections(self, run_dir: Path) -> list[str]:
         """HTML blocks the report shows after the figures (default: none)."""
         return []
@@ -112,7 +121,11 @@ def get_task(name: str) -> Task:
 def run_options(config: dict) -> RunOptions:
     """How a saved run read its data (config.json's ``train`` block)."""
     train = config.get("train") if isinstance(config.get("train"), dict) else {}
-    return RunOptions(binarize=train.get("binarize"), seed=int(train.get("seed", 0) or 0))
+    seed, binarize = train.get("seed", 0), train.get("binarize")
+    if isinstance(seed, bool) or not isinstance(seed, int) or binarize not in (None, "dynamic", "static"):
+        raise UserError(f"config.json: its training settings are damaged (seed {seed!r}, binarize {binarize!r}); "
+                        "restore the file or train again")
+    return RunOptions(binarize=binarize, seed=seed)
 
 
 def run_splits(config: dict, data: str | None = None) -> Splits:
@@ -120,8 +133,12 @@ def run_splits(config: dict, data: str | None = None) -> Splits:
     if "data" not in config and data is None:
         raise UserError("this model was saved from Python (save_pretrained) and does not name its data; give "
                         "--data NAME|PATH")
+    if data is None and (not isinstance(config["data"], str) or not config["data"]):
+        raise UserError(f"config.json: its 'data' entry is damaged ({config['data']!r}); restore it, or give --data")
     task = get_task(model_class(config["model"]).task)
-    options = config.get("data_options") if isinstance(config.get("data_options"), dict) else {}
+    options = config.get("data_options") or {}
+    if not isinstance(options, dict):
+        raise UserError(f"config.json: its 'data_options' entry is damaged ({options!r}); restore the file")
     return task.load(data or config["data"], options, run_options(config))
 
 

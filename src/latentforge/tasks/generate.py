@@ -16,7 +16,7 @@ from .. import plots
 from ..data import Dataset, Splits
 from ..errors import UserError
 from ..metrics import evaluate_model
-from ..models.base import AnomalyScorer, Encoder, Reconstructor, Sampler
+from ..models.base import AnomalyScorer, Codebook, Encoder, Likelihood, ProgressFrames, Reconstructor, Sampler
 from ..train import Monitor, TrainResult
 from .base import Figure, Metric, RunOptions, Task, n_classes, register_task
 from .scoring import write_run_anomaly
@@ -119,13 +119,28 @@ class GenerateTask(Task):
     def monitor(self, splits: Splits) -> Monitor | None:
         return Monitor("val_loss", higher_is_better=False) if splits.validation is not None else None
 
+    def epoch_end(self, run_dir: Path, epoch: int, model: nn.Module) -> None:
+        """Models that draw progress frames (GANs: ``progress_samples``): ``progress/epoch_NNN.png`` and the
+        strip ``gan_progress.png``."""
+        if not isinstance(model, ProgressFrames):
+            return
+        folder = Path(run_dir) / "progress"
+        folder.mkdir(exist_ok=True)
+        x = model.progress_samples().cpu()
+        plots.save_samples(x.numpy(), folder / f"epoch_{epoch:03d}.png")
+        plots.save_progress_strip(folder, tuple(x.shape[1:]), Path(run_dir) / "gan_progress.png")
+
     def write_artifacts(self, run_dir: Path, model: nn.Module, splits: Splits, result: TrainResult,
                         run: RunOptions) -> dict:
         out = {}
         if scores_rows(model, splits.train):
             out = write_run_anomaly(run_dir, model, splits)
-        write_pictures(run_dir, model, splits.test, result.history, monitor=self.monitor(splits))
+        self.write_pictures(run_dir, model, splits.test, result.history, monitor=self.monitor(splits))
         return out
+
+    def write_pictures(self, run_dir: Path, model: nn.Module, test: Dataset, history: list[dict], *,
+                       monitor: Monitor | None = None) -> None:
+        write_pictures(run_dir, model, test, history, monitor=monitor)
 
 
 register_task(GenerateTask())
@@ -150,15 +165,14 @@ def write_pictures(run_dir: Path, model: nn.Module, test: Dataset, history: list
     if history:
         plots.save_curves(history, run_dir / "curves.png", monitor=monitor.key if monitor is not None else None,
                           higher_is_better=monitor is None or monitor.higher_is_better)
-    usage = getattr(getattr(model, "quantizer", None), "usage", None)
-    if usage is not None:
-        plots.save_codebook_usage(usage.numpy(), run_dir / "codebook.png")
+    if isinstance(model, Codebook):
+        plots.save_codebook_usage(model.codebook_usage().cpu().numpy(), run_dir / "codebook.png")
     if isinstance(model, Encoder) and len(test) >= 2:
         n = min(len(test), 1000)
         mu, logvar = model.encode(torch.from_numpy(test.head(n)))
         labels = None if test.y is None else np.asarray(test.y[:n])
         plots.save_latent_map(mu.flatten(1).numpy(), labels, run_dir / "latent_map.png", label_names=test.label_names,
                               seed=seed)
-        if logvar is not None and hasattr(model, "kl") and test.is_image and not model.uses_labels:
+        if logvar is not None and isinstance(model, Likelihood) and test.is_image and not model.uses_labels:
             kl_per_dim = model.kl(mu[:, :, None], logvar[:, :, None]).mean(0)  # (latent,) average KL per dim
             plots.save_traversals(model, mu[0], kl_per_dim.numpy(), run_dir / "traversals.png")

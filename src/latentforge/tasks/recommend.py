@@ -71,17 +71,20 @@ class RecommendTask(Task):
 
     def write_artifacts(self, run_dir: Path, model: nn.Module, splits: Splits, result: TrainResult,
                         run: RunOptions) -> dict:
-        from .. import plots
-
         r: RankingData = splits.extras
         write_histories(run_dir, histories_for(r.raw, r.positives, np.asarray(r.item_ids)))
         write_item_names(run_dir, r.raw.item_names, r.item_ids)
         model = model.cpu().eval()
         write_json(run_dir / EXAMPLES, example_recommendations(model, splits.test, r, read_item_names(run_dir)))
-        if result.history:
-            m = self.monitor(splits)
-            plots.save_curves(result.history, run_dir / "curves.png", monitor=m.key if m else None)
+        self.write_pictures(run_dir, model, splits.test, result.history)
         return {}
+
+    def write_pictures(self, run_dir: Path, model: nn.Module, test: Dataset, history: list[dict]) -> None:
+        from .. import plots
+
+        if history:
+            plots.save_curves(history, Path(run_dir) / "curves.png",
+                              monitor="val_ndcg@100" if any("val_ndcg@100" in r for r in history) else None)
 
     def report_sections(self, run_dir: Path) -> list[str]:
         path = Path(run_dir) / EXAMPLES

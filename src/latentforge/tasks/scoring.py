@@ -30,7 +30,7 @@ from ..data import NAMES, Dataset, Splits, load_data
 from ..data.files import read_path
 from ..errors import UserError
 from ..io import atomic_path, load_tensors, save_tensors, tensor_metadata
-from ..models.base import AnomalyScorer, Likelihood, Reconstructor
+from ..models.base import AnomalyScorer, Likelihood, Reconstructor, capabilities
 from .base import Figure, Metric, run_splits
 
 SCORES = ("auto", "recon", "elbo", "iwae", "distance")
@@ -67,23 +67,26 @@ def check_detector_input(ds: Dataset) -> None:
         raise UserError(f"{ds.name}: every column is constant in the training data; there is nothing to learn")
 
 
-def default_score(model: nn.Module) -> str:
+def default_score(model) -> str:
+    """The score a model (or model class) is read by when none is asked for."""
     if model.task == "anomaly":
         return "distance"
-    return "elbo" if isinstance(model, Likelihood) else "recon"
+    return "elbo" if "likelihood" in capabilities(model) else "recon"
 
 
-def check_score(model: nn.Module, score: str) -> str:
-    """The score kind to use for ``model`` (``auto`` → its natural one), or a UserError."""
+def check_score(model, score: str, *, what: str = "score") -> str:
+    """The score kind to use for ``model`` (a model or a model class; ``auto`` → its natural one), or a
+    UserError that calls the setting ``what`` (``--score`` on the command line, ``score_kind`` in Python)."""
     if score not in SCORES:
-        raise UserError(f"unknown score {score!r}; use one of {', '.join(SCORES)}")
+        raise UserError(f"{what} must be one of {', '.join(SCORES)}, got {score!r}")
     if score == "auto":
         return default_score(model)
-    ok = {"distance": model.task == "anomaly", "elbo": isinstance(model, Likelihood),
-          "iwae": isinstance(model, Likelihood), "recon": isinstance(model, Reconstructor)}
+    caps = capabilities(model)
+    ok = {"distance": model.task == "anomaly", "elbo": "likelihood" in caps, "iwae": "likelihood" in caps,
+          "recon": "reconstruct" in caps}
     if not ok[score]:
-        name = getattr(model, "registry_name", type(model).__name__)
-        raise UserError(f"score {score!r} does not apply to model {name!r}; use {default_score(model)!r}")
+        raise UserError(f"{what} {score!r} does not apply to model {model.registry_name!r}; use "
+                        f"{default_score(model)!r}")
     return score
 
 
@@ -279,6 +282,10 @@ def reference_scores(run_dir, model: nn.Module, config: dict, *, score: str, k: 
         if meta.get("score") == kind and (kind not in ("elbo", "iwae") or meta.get("k") == str(k)):
             t = load_tensors(path)
             return t["train"].numpy(), t["validation"].numpy()
+    if "data" not in config:  # a save_pretrained folder: its training data are not known, only its stored scores
+        have = tensor_metadata(path) if path.exists() else {}
+        raise UserError(f"{run_dir}: the model was saved with reference scores for score {have.get('score', '?')!r} "
+                        f"(k {have.get('k', '?')}), not {kind!r} (k {k}); score with those settings")
     splits = run_splits(config)
     held = splits.validation if splits.validation is not None else splits.train
     return store_reference_scores(path, model, splits.train, held, score=kind, k=k)
@@ -297,7 +304,7 @@ def score_run(run_dir, data: str, out, *, threshold: str | None = None, contamin
     if not (isinstance(model, AnomalyScorer) or isinstance(model, Likelihood)):
         raise UserError(f"{run_dir}: model {config['model']!r} gives no anomaly scores; train ae, dae, vae or deep-svdd")
     ds = scoring_data(data, config)
-    kind = check_score(model, score)
+    kind = check_score(model, score, what="--score")
     train, held = reference_scores(run_dir, model, config, score=kind, k=k)
     thr = threshold_from(threshold, train, held, contamination=contamination)
     scores = anomaly_scores(model, ds.floats(), score=kind, k=k)
