@@ -131,3 +131,21 @@ def test_a_conditional_sample_needs_a_label_in_range(tmp_path: Path, capsys) -> 
 def test_train_config_names_its_settings() -> None:
     with pytest.raises(Exception, match="epochs"):
         TrainConfig(epochs=0)
+
+
+def test_fashion_mnist_error_says_which_files_were_found(capsys) -> None:
+    from conftest import require_data
+
+    folder = require_data("fashion-mnist")
+    if (folder / "train-images-idx3-ubyte.gz").exists():
+        pytest.skip("the Fashion-MNIST images are present here")
+    err = _err(["train", "--data", "fashion-mnist", "--epochs", "1"], capsys)
+    assert "found" in err and "labels" in err and "train-images-idx3-ubyte.gz" in err
+
+
+def test_report_shows_only_the_settings_that_apply(tmp_path: Path) -> None:
+    out = tmp_path / "mlp"
+    assert main(["train", "vae", "--arch", "mlp", "--epochs", "1", "--eval-k", "0", "--out", str(out)]) == 0
+    html = (out / "report.html").read_text()
+    config = html[html.index("Configuration"):]
+    assert "channels" not in config and "None" not in config and "latent_dim" in config

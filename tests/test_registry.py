@@ -19,7 +19,7 @@ from latentforge.data import Dataset
 from latentforge.estimators import (AEDetector, AutoEncoder, BetaVAE, CVAE, DeepSVDD, DenoisingAutoEncoder, MultDAE,
                                     MultVAE, VAE)
 from latentforge.models import MODELS, build_model, capabilities
-from latentforge.models.base import Batch, Model
+from latentforge.models.base import Model
 from latentforge.settings import SettingError
 from latentforge.tasks import TASKS
 from latentforge.train import TrainConfig, fit

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import sys
+import time
+
 import numpy as np
 import torch
 from torch import nn
 
 from ..data import Dataset
 from ..models.base import Encoder, Likelihood, Reconstructor, Sampler
-from ..train import evaluate_loss
+from ..train import NOTE_EVERY, evaluate_loss
 from .likelihood import iwae_nll
 from .reconstruction import per_sample_bce, per_sample_mse, ssim_per_sample
 
@@ -44,7 +47,11 @@ def _evaluate(model: nn.Module, test: Dataset, *, k: int, max_iwae: int | None, 
     image01 = test.is_image and test.in_unit_interval
     from tqdm.auto import tqdm
 
+    last_note = time.perf_counter()
     for start in tqdm(range(0, len(test), chunk), desc="evaluate", disable=not progress, leave=False):
+        if not progress and time.perf_counter() - last_note > NOTE_EVERY:  # no bar: a line now and then, not silence
+            last_note = time.perf_counter()
+            print(f"evaluate: {start:,} of {len(test):,} test samples", file=sys.stderr)
         xn = test.x[start : start + chunk].astype(np.float32) / test.scale
         x = torch.from_numpy(xn).to(device)
         if isinstance(model, Likelihood):
@@ -76,6 +83,8 @@ def _evaluate(model: nn.Module, test: Dataset, *, k: int, max_iwae: int | None, 
         if ssim_i:
             out["ssim"] = float(np.mean(np.concatenate(ssim_i)))
     if quality:
+        if not progress:
+            print(f"evaluate: sample quality of {min(SAMPLE_QUALITY_N, len(test)):,} samples", file=sys.stderr)
         out.update(sample_quality_of(model, test, device=device, features=features))
     if codes:
         from .representation import representation_scores
