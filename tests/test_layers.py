@@ -17,7 +17,7 @@ LAYERS = [
     ("nn", ["nn"]),
     ("models", ["models"]),
     ("checkpoint", ["checkpoint"]),
-    ("train", ["train"]),
+    ("train", ["train", "distributed"]),
     ("metrics", ["metrics", "plots"]),
     ("tasks", ["tasks"]),
     ("run", ["report", "compare", "run"]),

@@ -7,6 +7,7 @@ Errors a user causes print one ``error: …`` line on stderr and exit with code 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -81,6 +82,10 @@ def train(
     eval_k: int = typer.Option(100, "--eval-k", help="Importance samples for the IWAE NLL in metrics.json (0: skip)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (auto picks CUDA when present)."),
     compile: str = typer.Option("auto", "--compile", help="torch.compile the loss: auto, on or off."),
+    nproc: Optional[int] = typer.Option(None, "--nproc", help="Train on N processes (torchrun; gloo on CPU, NCCL on "
+                                        "GPUs): each global batch is split between them. Several machines: "
+                                        "torchrun --nnodes M --node-rank R --rdzv-endpoint HOST:PORT -m latentforge.cli "
+                                        "train …"),
     patience: Optional[int] = typer.Option(None, "--patience", help="Early stopping: stop after this many epochs "
                                            "without improvement of the value the task watches (default: off)."),
     min_rating: Optional[float] = typer.Option(None, "--min-rating", help="Interaction data: ratings at or above this "
@@ -95,8 +100,13 @@ def train(
     Model settings (--latent-dim, --hidden, …) apply to the models that declare them; each flag's help lists
     every model's default. A flag a model does not take is an error.
     """
+    from . import distributed
     from .cli_options import parse_flags
     from .models import model_class
+
+    if nproc is not None and not distributed.launched():
+        _positive("--nproc", nproc)
+        raise typer.Exit(_torchrun(nproc))
     from .run import DEFAULT_DATA, DEFAULT_MODEL, train_run
     from .train import TrainConfig
 
@@ -119,9 +129,22 @@ def train(
     data_options = {"min_rating": min_rating, "user_col": user_col, "item_col": item_col, "rating_col": rating_col}
     run_dir = train_run(model, data, cfg, model_kwargs=parse_flags(settings), out=out, resume=resume, eval_k=eval_k,
                         data_options=data_options, train_flags=given & set(TrainConfig.names()))
-    _print_metrics(run_dir)
-    typer.echo(f"run directory: {run_dir}")
-    typer.echo(f"report: {run_dir / 'report.html'}")
+    if distributed.world().main:
+        _print_metrics(run_dir)
+        typer.echo(f"run directory: {run_dir}")
+        typer.echo(f"report: {run_dir / 'report.html'}")
+
+
+def _torchrun(nproc: int) -> int:
+    """Run this same ``train`` command on ``nproc`` processes under torchrun (this machine); its exit code."""
+    import subprocess
+
+    argv = list(ARGV)
+    i = argv.index("--nproc") if "--nproc" in argv else next(j for j, a in enumerate(argv) if a.startswith("--nproc="))
+    del argv[i : i + (1 if "=" in argv[i] else 2)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           "-m", "latentforge.cli", *argv]
+    return subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}).returncode
 
 
 def _register_train() -> None:
@@ -408,8 +431,12 @@ def main(argv: list[str] | None = None) -> int:
     """Console entry point: user errors → one line on stderr, exit code 2; Ctrl-C → exit 130."""
     import warnings
 
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    from . import distributed
+
+    ARGV[:] = list(argv if argv is not None else sys.argv[1:])
+    debug = "--debug" in ARGV
     try:
+        distributed.init()  # under torchrun: join the other processes
         with warnings.catch_warnings():
             if not debug:  # numpy's RuntimeWarnings must not print above the one error line
                 warnings.simplefilter("ignore", RuntimeWarning)
@@ -436,7 +463,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {e.format_message()}", file=sys.stderr)
         return 2
+    finally:
+        distributed.shutdown()
     return code if isinstance(code, int) else 0
+
+
+ARGV: list[str] = []  # the arguments main() was called with (``--nproc`` relaunches them under torchrun)
 
 
 def _flag_message(e: SettingError) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import __version__
+from . import __version__, distributed
 from .checkpoint import CONFIG, TRAIN_STATE, load_model, read_config, save_model
 from .data import Dataset, Splits
 from .errors import UserError
@@ -106,8 +106,10 @@ def train_run(
         if resume:
             raise UserError("--resume needs the run directory: --out RUN_DIR")
         out = default_run_dir(model_name or DEFAULT_MODEL, data or DEFAULT_DATA)
-    out = Path(out)
+    out = Path(distributed.broadcast_object(str(out)))  # under torchrun: rank 0's name (it has the clock in it)
     _check_out_dir(out, resume)
+    distributed.barrier()  # every rank has checked the folder before rank 0 writes into it
+    here = distributed.world()
     saved = None
     if resume:
         saved, cfg = _resume_settings(out, model_name, data, given, data_options, cfg, set(train_flags))
@@ -131,9 +133,10 @@ def train_run(
         settings = task.model_settings(cls, splits, given, run)
         model = _build(cls, {"input_shape": list(splits.train.sample_shape), **settings})
     created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
+    if here.main:
+        out.mkdir(parents=True, exist_ok=True)
     try:
-        if saved is None:
+        if saved is None and here.main:
             write_json(out / CONFIG, {
                 "model": model_name, "task": task.name, "model_config": model.config, "data": data,
                 "train": cfg.to_json(), "data_options": data_options, "data_info": data_info(splits.train),
@@ -143,10 +146,12 @@ def train_run(
                      validation=splits.validation, monitor=task.monitor(splits),
                      after_epoch=lambda epoch, m: task.epoch_end(out, epoch, m))
     except BaseException:
-        if created and not (out / TRAIN_STATE).exists():
+        if here.main and created and not (out / TRAIN_STATE).exists():
             shutil.rmtree(out, ignore_errors=True)  # nothing worth keeping: leave no half-made run behind
         raise
-    finish_run(out, model, splits, result, task=task, run=run)
+    if here.main:  # the other ranks' work ends with training
+        finish_run(out, model, splits, result, task=task, run=run)
+    distributed.barrier()
     return out
 
 

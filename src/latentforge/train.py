@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import distributed
 from .checkpoint import load_training_extra, load_training_state, save_training_state
 from .data import Batcher, Dataset
 from .errors import UserError
@@ -200,12 +201,17 @@ def fit(
     ``after_epoch(epoch, model)`` runs after each epoch (a task's per-epoch files).
     """
     cfg.validate()
-    if run_dir is not None:
-        Path(run_dir).mkdir(parents=True, exist_ok=True)
+    here = distributed.world()  # under torchrun: this process's rank among the others
+    files = run_dir if here.main else None  # only rank 0 writes the run's files
+    if files is not None:
+        Path(files).mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    batch_gen = torch.Generator().manual_seed(cfg.seed)
+    batch_gen = torch.Generator().manual_seed(cfg.seed)  # the same on every rank: the batches are the same
     model.to(device).train()
+    distributed.broadcast_model(model)
+    if here.distributed:  # per-step noise (dropout, reparameterisation) differs between ranks, like their rows
+        torch.manual_seed(cfg.seed + 7919 * here.rank)
     if model.uses_labels and train.y is None:
         raise UserError(f"model {model.registry_name!r} needs labels, but {train.name} has none")
     x_all = train.tensor(device)
@@ -213,6 +219,8 @@ def fit(
     if y_all is not None:
         y_all = y_all.to(device)
     optimizers = model.configure_optimizers(cfg.lr)
+    if here.distributed:
+        distributed.average_gradients_before_step(optimizers)
     result = TrainResult()
     start_epoch = 0
     if resume:
@@ -224,6 +232,8 @@ def fit(
         result.train_seconds = state.get("train_seconds", 0.0)
         result.samples_seen = state.get("samples_seen", 0)
         _set_rng_state(rng, batch_gen, device)
+        if here.distributed:  # rank 0's saved state is the batch order's; each rank's noise its own again
+            torch.manual_seed(cfg.seed + 7919 * here.rank + 104729 * start_epoch)
         if start_epoch >= cfg.epochs:
             raise UserError(f"{run_dir} already has {start_epoch} epochs; ask for more with --epochs N (N > {start_epoch})")
     else:
@@ -232,10 +242,11 @@ def fit(
         monitor = Monitor("val_loss", higher_is_better=False)
     best = KeepBest(monitor, result.history, load_training_extra(run_dir, "best") if resume else None)
     batcher = Batcher(x_all, y_all, batch_size=cfg.batch_size, scale=train.scale, generator=batch_gen,
-                      binarize="dynamic" if cfg.binarize == "dynamic" else None, device=device)
+                      binarize="dynamic" if cfg.binarize == "dynamic" else None, device=device,
+                      shard=(here.rank, here.size))
     steps_left = len(batcher) * (cfg.epochs - start_epoch)
     step = _make_step(model, optimizers, _should_compile(cfg, steps_left, device))
-    bar_on = sys.stderr.isatty() if cfg.progress is None else cfg.progress
+    bar_on = (sys.stderr.isatty() if cfg.progress is None else cfg.progress) and here.main
     from tqdm.auto import tqdm
 
     epoch = start_epoch
@@ -243,25 +254,34 @@ def fit(
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
             sums: dict[str, torch.Tensor] = {}
+            seen = 0
             bar = tqdm(batcher, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not bar_on, leave=False, unit="batch",
                        dynamic_ncols=True)
             last_note = t0
             for i, (xb, yb) in enumerate(bar):
                 out = step(Batch(xb, yb))
+                seen += len(xb)
                 for k, v in out.items():
                     v = v.detach()
                     sums[k] = sums[k] + v * len(xb) if k in sums else v * len(xb)
                 if i % 25 == 24:  # one host sync per 25 steps, for the guard and the progress
                     now = {k: float(v.detach()) for k, v in out.items()}
-                    if not all(map(math.isfinite, now.values())):
+                    bad = not all(map(math.isfinite, now.values()))
+                    if here.distributed:  # every rank stops together, or the others would wait forever
+                        bad = bool(distributed.all_sum(torch.tensor([float(bad)])).item())
+                    if bad:
                         raise TrainingDiverged(_diverged_message(epoch, i, run_dir))
                     bar.set_postfix({k: f"{v:.4g}" for k, v in list(now.items())[:3]})
-                    if not bar_on and cfg.progress is None and time.perf_counter() - last_note > NOTE_EVERY:
+                    if not bar_on and cfg.progress is None and here.main and time.perf_counter() - last_note > NOTE_EVERY:
                         last_note = time.perf_counter()  # not on a terminal: a line every so often, not silence
                         print(f"epoch {epoch + 1}/{cfg.epochs}: batch {i + 1}/{len(batcher)}", file=sys.stderr)
             bar.close()
             seconds = time.perf_counter() - t0
-            row = {"epoch": epoch + 1, **{f"train_{k}": float(v) / len(train) for k, v in sums.items()}}
+            if here.distributed:  # the epoch's means over every rank's rows
+                keys = list(sums)
+                total = distributed.all_sum(torch.stack([sums[k].float().cpu() for k in keys] + [torch.tensor(seen)]))
+                sums, seen = dict(zip(keys, total[:-1])), int(total[-1])
+            row = {"epoch": epoch + 1, **{f"train_{k}": float(v) / max(seen, 1) for k, v in sums.items()}}
             weights_ok = all(bool(torch.isfinite(p).all()) for p in model.parameters())  # the last step may break them
             if not weights_ok or not all(math.isfinite(v) for v in row.values()):
                 raise TrainingDiverged(_diverged_message(epoch, len(batcher), run_dir))
@@ -271,21 +291,22 @@ def fit(
                 row.update({f"test_{k}": v for k, v in evaluate_loss(model, test, batch_size=cfg.eval_batch_size, device=device).items()})
             if validation is not None:
                 row["val_loss"] = evaluate_loss(model, validation, batch_size=cfg.eval_batch_size, device=device)["loss"]
-            row.update(model.on_epoch_end(epoch + 1, train, Path(run_dir) if run_dir is not None else None))
-            if after_epoch is not None:
+            row.update(model.on_epoch_end(epoch + 1, train, Path(files) if files is not None else None))
+            if after_epoch is not None and here.main:
                 after_epoch(epoch + 1, model)
             if monitor is not None and monitor.compute is not None:
                 row.update(monitor.compute(model))
             row["seconds"] = round(seconds, 4)
             result.history.append(row)
             best.update(row, model)
-            if run_dir is not None:
+            if files is not None:
                 write_history(Path(run_dir) / "history.csv", result.history)
                 save_training_state(run_dir, model, optimizers,
                                     {"epoch": epoch + 1, "history": result.history, "train_seconds": result.train_seconds,
                                      "samples_seen": result.samples_seen, "config": cfg.to_json()},
                                     _rng_state(batch_gen, device), extra={"best": best.state} if best.state else None)
-            if bar_on or (cfg.progress is None and run_dir is not None):
+            distributed.barrier()  # the other ranks wait for rank 0's checkpoint
+            if bar_on or (cfg.progress is None and files is not None):
                 shown = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k in ("train_loss", "test_loss", best.key))
                 print(f"epoch {epoch + 1}/{cfg.epochs}: {shown} ({seconds:.1f}s)", file=sys.stderr)
             if cfg.patience is not None and best.epoch is not None and epoch + 1 - best.epoch >= cfg.patience:

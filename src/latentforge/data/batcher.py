@@ -72,6 +72,7 @@ class Batcher:
         generator: torch.Generator | None = None,
         binarize: str | None = None,
         device: str | torch.device = "cpu",
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
         self.x, self.y = x, y
         self.batch_size = min(batch_size, len(x))
@@ -80,6 +81,7 @@ class Batcher:
         self.generator = generator
         self.binarize = binarize
         self.device = torch.device(device)
+        self.rank, self.world = shard  # serve rows rank, rank + world, … of every batch (several processes)
         self.sparse = isinstance(x, SparseRows)
         shape = (self.batch_size, *x.shape[1:])
         if self.sparse:  # densified straight into the float buffer; no compact-dtype staging
@@ -108,4 +110,9 @@ class Batcher:
             if self.binarize == "dynamic":
                 xb = torch.bernoulli(xb, generator=self.generator if xb.device.type == "cpu" else None)
             yb = None if self.y is None else self.y.index_select(0, idx).to(self.device)
+            if self.world > 1:  # the whole batch is gathered (and binarised) on every rank, so their RNGs agree
+                if len(idx) < self.world:
+                    continue  # a last batch too short to give every rank a row: skipped by all alike
+                xb = xb[self.rank :: self.world].contiguous()
+                yb = None if yb is None else yb[self.rank :: self.world]
             yield xb, yb

@@ -19,8 +19,11 @@ from torch import nn
 def supports_fused_step(model: nn.Module) -> bool:
     """The fast path covers the plain MLP VAE (no conditioning, β fixed, no variant objective) with ReLU
     activations and a Bernoulli likelihood."""
+    several = torch.distributed.is_available() and torch.distributed.is_initialized() \
+        and torch.distributed.get_world_size() > 1  # gradients are averaged in the optimiser's step: keep it
     return (
-        model.registry_name == "vae"
+        not several
+        and model.registry_name == "vae"
         and model.n_classes == 0
         and model.likelihood == "bernoulli"
         and model.trim == 0
