@@ -149,3 +149,21 @@ def test_report_shows_only_the_settings_that_apply(tmp_path: Path) -> None:
     html = (out / "report.html").read_text()
     config = html[html.index("Configuration"):]
     assert "channels" not in config and "None" not in config and "latent_dim" in config
+
+
+def test_a_run_killed_before_its_first_checkpoint_is_reused(run: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "killed"
+    out.mkdir()
+    shutil.copy(run / "config.json", out / "config.json")  # what a kill -9 in the first epoch leaves
+    assert "without --resume" in _err(["train", "--resume", "--out", str(out), "--epochs", "2"], capsys)
+    assert main(["train", "vae", "--epochs", "1", "--eval-k", "0", "--out", str(out)]) == 0
+    assert (out / "checkpoint").is_dir() and (out / "metrics.json").exists()
+
+
+def test_a_run_killed_while_being_finished_is_finished_by_resume(run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "unfinished"
+    shutil.copytree(run, out)
+    (out / "metrics.json").unlink()  # killed after the last checkpoint, before the evaluation was written
+    (out / "report.html").unlink()
+    assert main(["train", "--resume", "--out", str(out), "--epochs", "1", "--eval-k", "0"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == 1 and (out / "report.html").exists()

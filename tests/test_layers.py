@@ -20,7 +20,7 @@ LAYERS = [
     ("train", ["train", "distributed"]),
     ("metrics", ["metrics", "plots"]),
     ("tasks", ["tasks"]),
-    ("run", ["report", "compare", "run"]),
+    ("run", ["report", "compare", "run", "export"]),
     ("estimators", ["estimators", "detectors", "recommenders"]),
     ("cli", ["cli", "cli_options", "__init__"]),
 ]

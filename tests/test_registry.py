@@ -17,7 +17,7 @@ import torch
 from latentforge.cli_options import model_flags
 from latentforge.data import Dataset
 from latentforge.estimators import (AEDetector, AutoEncoder, BetaVAE, CVAE, DeepSVDD, DenoisingAutoEncoder, MultDAE,
-                                    MultVAE, VAE)
+                                    MultVAE, TopicModel, VAE)
 from latentforge.models import MODELS, build_model, capabilities
 from latentforge.models.base import Model
 from latentforge.settings import SettingError
@@ -28,6 +28,7 @@ rng = np.random.default_rng(0)
 IMAGES = Dataset(x=(rng.random((48, 1, 16, 16)) < 0.3).astype(np.float32), y=rng.integers(0, 3, 48), name="img")
 TABLE = Dataset(x=rng.normal(size=(48, 6)).astype(np.float32), name="table")
 ITEMS = Dataset(x=sp.csr_matrix((rng.random((48, 30)) < 0.2).astype(np.float32)), name="items")
+COUNTS = Dataset(x=sp.csr_matrix(rng.poisson(0.5, (48, 40)).astype(np.float32)), name="counts")  # words per document
 
 SMALL = {"latent_dim": 4, "hidden": (16,), "channels": (4, 8), "n_codes": 8, "code_dim": 4, "prior_width": 8,
          "n_nets": 2}
@@ -35,7 +36,7 @@ SMALL = {"latent_dim": 4, "hidden": (16,), "channels": (4, 8), "n_codes": 8, "co
 
 def data_for(name: str) -> Dataset:
     cls = MODELS[name]
-    return {"recommend": ITEMS, "anomaly": TABLE}.get(cls.task, IMAGES)
+    return {"recommend": ITEMS, "anomaly": TABLE, "topics": COUNTS}.get(cls.task, IMAGES)
 
 
 def small_model(name: str) -> Model:
@@ -141,7 +142,7 @@ OVERRIDES = {
 
 
 @pytest.mark.parametrize("est", [VAE, BetaVAE, CVAE, AutoEncoder, DenoisingAutoEncoder, DeepSVDD, AEDetector, MultVAE,
-                                 MultDAE])
+                                 MultDAE, TopicModel])
 def test_estimator_parameters_agree_with_the_model_settings(est) -> None:
     model = MODELS[est.model_names[0]]
     defaults = model.Config.defaults()

@@ -14,6 +14,7 @@ _LAZY = {
     "DenoisingAutoEncoder": "estimators", "load": "estimators",
     "MultVAE": "estimators", "MultDAE": "estimators",
     "DeepSVDD": "estimators", "AEDetector": "estimators", "EnsembleDetector": "estimators",
+    "TopicModel": "estimators",
 }
 
 __all__ = ["UserError", "__version__", *_LAZY]

@@ -8,7 +8,10 @@ half-written file where a good one was.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -22,21 +25,46 @@ from .settings import SettingError
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 TRAIN_STATE = "checkpoint"
+FORMAT_VERSION = 1  # of config.json and checkpoint/state.json; raise it when an older latentforge could misread them
 
-__all__ = ["CONFIG", "WEIGHTS", "TRAIN_STATE", "read_json", "write_json", "save_tensors", "load_tensors",
-           "save_model", "load_model", "read_config", "save_training_state", "load_training_state",
-           "load_training_extra"]
+__all__ = ["CONFIG", "FORMAT_VERSION", "TRAIN_STATE", "WEIGHTS", "check_format", "load_model", "load_tensors",
+           "load_training_extra", "load_training_state", "read_config", "read_json", "save_model", "save_tensors",
+           "save_training_state", "write_json"]
 
 
 def save_model(model: nn.Module, directory: Path, extra: dict | None = None) -> None:
     """Write ``model.safetensors`` and ``config.json`` (model name + config + ``extra``)."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    save_tensors(directory / WEIGHTS, model.state_dict(), {"format": "pt"})
-    config = read_json(directory / CONFIG) if (directory / CONFIG).exists() else {}
-    config.update(extra or {})
-    config.update({"model": model.registry_name, "model_config": model.config})
-    write_json(directory / CONFIG, config)
+    with _disk_errors(f"cannot save the model in {directory}", "no file already there was damaged"):
+        directory.mkdir(parents=True, exist_ok=True)
+        save_tensors(directory / WEIGHTS, model.state_dict(), {"format": "pt"})
+        config = read_json(directory / CONFIG) if (directory / CONFIG).exists() else {}
+        config.update(extra or {})
+        config.update({"model": model.registry_name, "model_config": model.config, "format_version": FORMAT_VERSION})
+        write_json(directory / CONFIG, config)
+
+
+@contextmanager
+def _disk_errors(what: str, kept: str) -> Iterator[None]:
+    """An OSError while writing (a full disk, a read-only folder) as a UserError that says what is kept.
+    Every write goes to a temporary name first, so nothing already written is damaged."""
+    try:
+        yield
+    except OSError as e:
+        reason = e.strerror or str(e)
+        raise UserError(f"{what}: {reason} ({type(e).__name__}); {kept}. Free some space or make the folder "
+                        "writable, then try again") from None
+
+
+def check_format(obj: dict, path: Path) -> None:
+    """Refuse a file written by a newer latentforge (``format_version`` above ours); no key = version 1."""
+    version = obj.get("format_version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise UserError(f"{path}: 'format_version' is {version!r}, not a positive integer; the file was edited or is "
+                        "damaged")
+    if version > FORMAT_VERSION:
+        raise UserError(f"{path}: saved by a newer latentforge (format {version}; this one reads up to format "
+                        f"{FORMAT_VERSION}); upgrade latentforge")
 
 
 def read_config(directory: Path) -> dict:
@@ -48,6 +76,7 @@ def read_config(directory: Path) -> dict:
         raise UserError(f"{directory}: not a latentforge run directory (no {CONFIG}); give the folder that "
                         "`latentforge train` wrote")
     config = read_json_object(directory / CONFIG)
+    check_format(config, directory / CONFIG)
     if not isinstance(config.get("model"), str) or not isinstance(config.get("model_config"), dict):
         raise UserError(f"{directory / CONFIG}: has no valid 'model'/'model_config' entries; it was not written by "
                         "latentforge, or it was edited")
@@ -118,19 +147,29 @@ def save_training_state(run_dir: Path, model: nn.Module, optimizers: dict[str, t
     (and ``extra`` tensor sets, e.g. the best epoch's weights, as ``<name>.safetensors``)."""
     run_dir = Path(run_dir)
     final = run_dir / TRAIN_STATE
-    tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=".checkpoint-"))
     tensors = {f"rng.{k}": v for k, v in rng.items()}
     opt_info = {}
     for name, opt in optimizers.items():
         t, info = _flatten_optimizer(f"opt.{name}", opt)
         tensors.update(t)
         opt_info[name] = info
-    save_tensors(tmp / WEIGHTS, model.state_dict())
-    save_tensors(tmp / "train_state.safetensors", tensors)
-    for name, tensors_ in (extra or {}).items():
-        save_tensors(tmp / f"{name}.safetensors", tensors_)
-    write_json(tmp / "state.json", {**state, "optimizers": opt_info})
-    replace_folder(tmp, final)
+    kept = (f"the previous checkpoint ({final}) is intact: continue later with --resume --out {run_dir}"
+            if final.exists() else "no checkpoint had been written yet")
+    tmp = None
+    try:
+        with _disk_errors(f"cannot write the checkpoint of epoch {state.get('epoch', '?')} in {run_dir}", kept):
+            for stale in run_dir.glob(".checkpoint-*"):  # left by a process killed while writing (one writer per run)
+                shutil.rmtree(stale, ignore_errors=True)
+            tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=".checkpoint-"))
+            save_tensors(tmp / WEIGHTS, model.state_dict())
+            save_tensors(tmp / "train_state.safetensors", tensors)
+            for name, tensors_ in (extra or {}).items():
+                save_tensors(tmp / f"{name}.safetensors", tensors_)
+            write_json(tmp / "state.json", {**state, "optimizers": opt_info, "format_version": FORMAT_VERSION})
+            replace_folder(tmp, final)
+    finally:
+        if tmp is not None and tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)  # a failed write leaves no half-made folder behind
 
 
 def load_training_state(run_dir: Path, model: nn.Module, optimizers: dict[str, torch.optim.Optimizer]) -> tuple[dict, dict]:
@@ -139,6 +178,7 @@ def load_training_state(run_dir: Path, model: nn.Module, optimizers: dict[str, t
     if not (ckpt / "state.json").exists():
         raise UserError(f"{run_dir}: nothing to resume (no {TRAIN_STATE}/ folder); train without --resume")
     state = read_json_object(ckpt / "state.json")
+    check_format(state, ckpt / "state.json")
     try:
         model.load_state_dict(load_tensors(ckpt / WEIGHTS))
     except RuntimeError:

@@ -69,8 +69,9 @@ def _epochs_help() -> str:
 def train(
     model: Optional[str] = typer.Argument(None, help="(see below)", show_default=False),
     data: Optional[str] = typer.Option(None, "--data", help="Data name (digits, mnist, fashion-mnist, breastmnist, "
-                                       "pneumoniamnist, movielens-100k) or a path (.npy, .npz, .csv, .parquet, IDX, "
-                                       "folder of images). Default digits."),
+                                       "pneumoniamnist, movielens-100k, 20newsgroups) or a path (.npy, .npz, .csv, "
+                                       ".parquet, IDX, folder of images; for topic models a folder of .txt files, a "
+                                       "CSV with a text column or a bag-of-words .npz with vocab.txt). Default digits."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="(see below)"),
     batch_size: int = typer.Option(128, "--batch-size", help="Mini-batch size."),
     lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate (GANs: the generator's)."),
@@ -93,6 +94,16 @@ def train(
     user_col: Optional[str] = typer.Option(None, "--user-col", help="Interaction data: user column (default user)."),
     item_col: Optional[str] = typer.Option(None, "--item-col", help="Interaction data: item column (default item)."),
     rating_col: Optional[str] = typer.Option(None, "--rating-col", help="Interaction data: rating column (default rating)."),
+    text_column: Optional[str] = typer.Option(None, "--text-column", help="Text data: the CSV/Parquet column holding "
+                                              "the documents (default text)."),
+    encoding: Optional[str] = typer.Option(None, "--encoding", help="Text data: how the files are encoded (default "
+                                           "utf-8; e.g. latin-1 for 20news-bydate)."),
+    vocab_size: Optional[int] = typer.Option(None, "--vocab-size", help="Text data: keep this many most frequent "
+                                             "words (default 5000)."),
+    min_df: Optional[float] = typer.Option(None, "--min-df", help="Text data: drop words in fewer documents than "
+                                           "this (a count if ≥ 1, else a share; default 2)."),
+    max_df: Optional[float] = typer.Option(None, "--max-df", help="Text data: drop words in more documents than this "
+                                           "(a share if ≤ 1, else a count; default 0.5)."),
     **settings,
 ) -> None:
     """Train a model on a data set; writes a run directory with weights, metrics, pictures and report.html.
@@ -126,7 +137,9 @@ def train(
         raise UserError(f"--eval-k must be 0 or more, got {eval_k}")
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, compile=compile,
                       binarize=binarize, patience=patience)
-    data_options = {"min_rating": min_rating, "user_col": user_col, "item_col": item_col, "rating_col": rating_col}
+    data_options = {"min_rating": min_rating, "user_col": user_col, "item_col": item_col, "rating_col": rating_col,
+                    "text_column": text_column, "encoding": encoding, "vocab_size": vocab_size, "min_df": min_df,
+                    "max_df": max_df}
     run_dir = train_run(model, data, cfg, model_kwargs=parse_flags(settings), out=out, resume=resume, eval_k=eval_k,
                         data_options=data_options, train_flags=given & set(TrainConfig.names()))
     if distributed.world().main:
@@ -406,6 +419,30 @@ def recommend(
 
 
 @app.command()
+def topics(
+    run: Path = typer.Argument(..., help="Run directory of prodlda / nvdm (or a save_pretrained folder)."),
+    top: int = typer.Option(10, "--top", help="Words per topic."),
+    json_out: bool = typer.Option(False, "--json", help="Print {reference, topics: [{topic, words, npmi}]} as JSON."),
+) -> None:
+    """Each topic's most characteristic words, with their NPMI coherence on the run's test documents."""
+    from .run import load_run
+    from .tasks import run_splits
+    from .tasks.topics import render_topics, topic_table
+
+    _positive("--top", top)
+    model, config = load_run(run)
+    if not hasattr(model, "topic_word"):
+        raise UserError(f"{run}: model {model.registry_name!r} is not a topic model; train prodlda or nvdm")
+    if top > model.n_words:
+        raise UserError(f"--top {top} is more than the model's {model.n_words} words; ask for fewer")
+    reference = None
+    if "data" in config:  # a save_pretrained folder names no data: words without NPMI
+        reference = run_splits(config).test
+    table = topic_table(model, reference, top=top)
+    typer.echo(json.dumps(table) if json_out else render_topics(table))
+
+
+@app.command()
 def compare(
     runs: list[Path] = typer.Argument(..., help="Two or more run directories."),
     json_out: bool = typer.Option(False, "--json", help="Print {runs, metrics, direction, best, warnings} as JSON."),
@@ -425,6 +462,25 @@ def compare(
     if out is not None:
         save_comparison_picture(runs, out)
         typer.echo(f"wrote {out}", err=json_out)  # stdout stays pure JSON
+
+
+@app.command()
+def export(
+    run: Path = typer.Argument(..., help="Run directory (or a save_pretrained folder)."),
+    fmt: str = typer.Option("onnx", "--format", help="Output format: onnx."),
+    part: Optional[str] = typer.Option(None, "--part", help="encoder (x → code), decoder (z → x), generator "
+                                       "(z ~ N(0, I) → x) or scorer (x → anomaly score); default: the first the model has."),
+    out: Path = typer.Option(..., "--out", help="Output file, FILE.onnx (one self-contained file, batch axis free)."),
+) -> None:
+    """Export a part of a trained model to ONNX, checked against PyTorch with onnxruntime when it is installed."""
+    from .export import export_run
+
+    _out_file(out, (".onnx",))
+    r = export_run(run, out, part=part, fmt=fmt)
+    ins = ", ".join(f"{n} {r['inputs'][n]}" for n in r["inputs"])
+    typer.echo(f"wrote the {r['part']} ({ins} → {r['output']}) to {out}")
+    if r["max_abs_diff"] is not None:
+        typer.echo(f"checked with onnxruntime: max abs difference from PyTorch {r['max_abs_diff']:.3g}")
 
 
 def main(argv: list[str] | None = None) -> int:

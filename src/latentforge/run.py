@@ -35,13 +35,22 @@ def default_run_dir(model: str, data: str) -> Path:
 
 def _check_out_dir(out: Path, resume: bool) -> None:
     if resume:
+        if _stillborn(out):
+            raise UserError(f"{out}: the run stopped before its first epoch finished, so there is nothing to resume; "
+                            "run the same command without --resume (the folder is reused)")
         if not (out / CONFIG).exists() or not (out / TRAIN_STATE).exists():
             raise UserError(f"{out}: not a run directory with a checkpoint to resume; check the path, or train without --resume")
         return
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} is a file, not a folder; choose another --out")
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and any(out.iterdir()) and not _stillborn(out):
         raise UserError(f"{out} already exists and is not empty; choose another --out, or add --resume to continue that run")
+
+
+def _stillborn(out: Path) -> bool:
+    """A run folder that a killed process left before its first checkpoint: config.json alone (a new run may
+    reuse it; nothing in it is worth keeping)."""
+    return out.is_dir() and {p.name for p in out.iterdir() if not p.name.startswith(".")} == {CONFIG}
 
 
 def _resume_settings(out: Path, model_name: str | None, data: str | None, given: dict, data_options: dict,
@@ -144,7 +153,8 @@ def train_run(
             })
         result = fit(model, splits.train, splits.test, cfg, run_dir=out, resume=resume,
                      validation=splits.validation, monitor=task.monitor(splits),
-                     after_epoch=lambda epoch, m: task.epoch_end(out, epoch, m))
+                     after_epoch=lambda epoch, m: task.epoch_end(out, epoch, m),
+                     finish_only=resume and not (out / "metrics.json").exists())
     except BaseException:
         if here.main and created and not (out / TRAIN_STATE).exists():
             shutil.rmtree(out, ignore_errors=True)  # nothing worth keeping: leave no half-made run behind

@@ -192,13 +192,16 @@ def fit(
     validation: Dataset | None = None,
     monitor: Monitor | None = None,
     after_epoch: Callable[[int, Model], None] | None = None,
+    finish_only: bool = False,
 ) -> TrainResult:
     """Train ``model`` on ``train``; with a ``run_dir``, checkpoint every epoch and allow resume.
 
     With ``validation`` (held out from the training data), its loss is logged as ``val_loss`` each epoch
     and, unless a ``monitor`` says otherwise, decides the kept weights and early stopping. Ctrl-C stops at
     once: the checkpoint of the last finished epoch stays, and the KeyboardInterrupt goes on to the caller.
-    ``after_epoch(epoch, model)`` runs after each epoch (a task's per-epoch files).
+    ``after_epoch(epoch, model)`` runs after each epoch (a task's per-epoch files). ``finish_only``: a resumed
+    run that already has all its epochs (it was stopped while being finished) returns its checkpoint's state
+    instead of refusing.
     """
     cfg.validate()
     here = distributed.world()  # under torchrun: this process's rank among the others
@@ -234,7 +237,7 @@ def fit(
         _set_rng_state(rng, batch_gen, device)
         if here.distributed:  # rank 0's saved state is the batch order's; each rank's noise its own again
             torch.manual_seed(cfg.seed + 7919 * here.rank + 104729 * start_epoch)
-        if start_epoch >= cfg.epochs:
+        if start_epoch >= cfg.epochs and not finish_only:
             raise UserError(f"{run_dir} already has {start_epoch} epochs; ask for more with --epochs N (N > {start_epoch})")
     else:
         model.prepare(train)

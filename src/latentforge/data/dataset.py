@@ -40,9 +40,9 @@ class Dataset:
         validate_array(self.x, self.name)
         if self.y is not None:
             self.y = np.asarray(self.y).reshape(-1)
-            if len(self.y) != len(self.x):
+            if len(self.y) != self.x.shape[0]:
                 raise UserError(
-                    f"{self.name}: {len(self.y)} labels for {len(self.x)} samples; "
+                    f"{self.name}: {len(self.y)} labels for {self.x.shape[0]} samples; "
                     "give one label per sample"
                 )
 

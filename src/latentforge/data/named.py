@@ -1,4 +1,5 @@
-"""Named data sets: ``digits`` (bundled with scikit-learn), ``mnist``, ``fashion-mnist``, MedMNIST.
+"""Named data sets: ``digits`` (bundled with scikit-learn), ``mnist``, ``fashion-mnist``, MedMNIST,
+``movielens-100k`` (interactions) and ``20newsgroups`` (bags of words).
 
 Files are looked up in ``$LATENTFORGE_DATA_DIR`` first, then in the user cache
 (``$XDG_CACHE_HOME/latentforge``); when missing they are downloaded from the usual mirrors and
@@ -55,7 +56,7 @@ MEDMNIST = {
 }
 MEDMNIST_URL = "https://zenodo.org/records/10519652/files/"
 
-NAMES = ("digits", *IDX_SETS, *MEDMNIST, "movielens-100k")
+NAMES = ("digits", *IDX_SETS, *MEDMNIST, "movielens-100k", "20newsgroups")
 
 
 def load_digits_splits() -> Splits:
@@ -96,4 +97,8 @@ def load_named(name: str) -> Splits:
         from .interactions import load_interaction_splits
 
         return load_interaction_splits(name)
+    if name == "20newsgroups":  # documents as bags of words (see text.py)
+        from .text import load_text_splits
+
+        return load_text_splits(name)
     raise KeyError(name)

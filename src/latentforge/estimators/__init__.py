@@ -14,11 +14,13 @@ from .autoencoders import VAE, AutoEncoder, BetaVAE, CVAE, DenoisingAutoEncoder
 from .base import ESTIMATOR_CLASSES, TRAIN_PARAMS, ModelEstimator, not_fitted
 from .detectors import AEDetector, DeepSVDD, Detector, EnsembleDetector
 from .recommenders import MultDAE, MultVAE
+from .topics import TopicModel
 
 # The estimator of a folder saved before config.json named its class, or of a `latentforge train` run.
 BY_MODEL: dict[str, type[ModelEstimator]] = {
     "vae": VAE, "beta-vae": BetaVAE, "cvae": CVAE, "ae": AutoEncoder, "dae": DenoisingAutoEncoder,
     "deep-svdd": DeepSVDD, "ensemble": EnsembleDetector, "mult-vae": MultVAE, "mult-dae": MultDAE,
+    "prodlda": TopicModel, "nvdm": TopicModel,
 }
 
 
@@ -34,5 +36,5 @@ def load(run_dir: str | Path, *, device: str = "cpu"):
 
 
 __all__ = ["VAE", "BetaVAE", "AutoEncoder", "DenoisingAutoEncoder", "CVAE", "DeepSVDD", "AEDetector",
-           "EnsembleDetector", "Detector", "MultVAE", "MultDAE", "ModelEstimator", "ESTIMATOR_CLASSES",
+           "EnsembleDetector", "Detector", "MultVAE", "MultDAE", "TopicModel", "ModelEstimator", "ESTIMATOR_CLASSES",
            "TRAIN_PARAMS", "load", "not_fitted"]

@@ -57,20 +57,26 @@ class Task:
     metrics: ClassVar[dict[str, Metric]] = {}
     figures: ClassVar[tuple[Figure, ...]] = ()
     data_options: ClassVar[tuple[str, ...]] = ()  # reader options the task accepts (e.g. min_rating)
+    data_example: ClassVar[str] = ""  # the data those options are for, as error messages name it
 
     def load(self, data: str, options: dict, run: RunOptions) -> Splits:
         """The data's train/test (and validation) splits, as the model will see them."""
-        unknown = [k for k, v in options.items() if v is not None and k not in self.data_options]
-        if unknown:
-            takers = [t.name for t in TASKS.values() if set(unknown) <= set(t.data_options)]
-            where = f"the {' and '.join(takers)} task's data" if takers else "no task"
-            raise UserError(f"{', '.join('--' + k.replace('_', '-') for k in unknown)} apply to {where} "
-                            f"(e.g. movielens-100k, user,item[,rating] tables), not to the {self.name} task's; "
-                            f"drop them for {data}")
+        self.check_options(data, options)
         splits = load_data(data)
         if splits.train.is_sparse:
-            raise UserError(f"{data} is user-item interaction data; train a recommender on it (mult-vae or mult-dae)")
+            raise UserError(f"{data} is sparse count data; train a recommender (mult-vae, mult-dae) on interactions, "
+                            "a topic model (prodlda, nvdm) on a bag of words")
         return prepare_splits(splits, run.binarize, run.seed)
+
+    def check_options(self, data: str, options: dict) -> None:
+        """Refuse reader options that belong to another task's data, naming the task that takes them."""
+        unknown = [k for k, v in options.items() if v is not None and k not in self.data_options]
+        if unknown:
+            takers = [t for t in TASKS.values() if set(unknown) <= set(t.data_options)]
+            where = (f"the {' and '.join(t.name for t in takers)} task's data (e.g. "
+                     f"{'; '.join(t.data_example for t in takers)})") if takers else "no task's data"
+            raise UserError(f"{', '.join('--' + k.replace('_', '-') for k in unknown)} apply to {where}, not to the "
+                            f"{self.name} task's; drop them for {data}")
 
     def model_settings(self, model_cls: type, splits: Splits, given: dict, run: RunOptions) -> dict:
         """The model's settings: what the user gave plus what the data decides. Default: as given."""

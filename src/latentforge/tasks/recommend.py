@@ -51,6 +51,7 @@ class RecommendTask(Task):
     figures = (Figure("curves.png", "Training curves", "Loss per user on the training and test users after each "
                       "epoch; NDCG@100 on the validation users (right axis) and the epoch kept."),)
     data_options = ("min_rating", "user_col", "item_col", "rating_col")
+    data_example = "movielens-100k, user,item[,rating] tables"
 
     def load(self, data: str, options: dict, run: RunOptions) -> Splits:
         return load_interaction_splits(data, **{k: v for k, v in options.items() if v is not None})

@@ -1,0 +1,274 @@
+"""Neural topic models: VAEs over a document's bag of words whose decoder columns are topics and whose
+latent code represents the document.
+
+* ``nvdm`` — Miao, Yu & Blunsom 2016, "Neural Variational Inference for Text Processing"
+  (arXiv:1511.06038): an MLP encoder, a Gaussian code z ~ N(0, I) and a softmax decoder
+  p(w | z) = softmax(R z + b); topic k is column k of R.
+* ``prodlda`` — Srivastava & Sutton 2017, "Autoencoding Variational Inference for Topic Models"
+  (arXiv:1703.01488): a logistic-normal code whose prior is the Laplace approximation of a
+  Dirichlet(α) (§3.2), topic proportions θ = softmax(z), and a product-of-experts decoder
+  p(w | θ) = softmax(BN(β θ)) with batch norm on the word logits (§3.4, it keeps the decoder from
+  collapsing onto a few topics); dropout on the encoder's last hidden layer and on θ.
+
+Documents come in as word counts. The encoder's first layer reads only a document's distinct
+words (a few dozen of thousands), as a weighted sum of word rows (``embedding_bag``), so rows are
+dense only in the decoder's softmax. Likelihoods are multinomial without the count coefficient,
+the convention of the topic-model literature, so perplexity = exp(−ELBO / words).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..settings import SettingError, setting
+from .base import Batch, Model, ModelConfig
+from .registry import register
+
+
+@dataclass
+class TopicConfig(ModelConfig):
+    """Settings every topic model has; ``vocabulary`` comes from the data."""
+
+    latent_dim: int = setting(50, "number of topics K (size of the document code)", min=1, max=100000)
+    hidden: tuple[int, ...] = setting((500,), "encoder hidden layer sizes", min=1)
+    dropout: float = setting(0.0, "dropout on the encoder's last hidden layer (and, for prodlda, on θ)", min=0,
+                             below=1)
+    relevance: float = setting(0.6, "how topic words are ranked: λ·log p(w|topic) + (1 − λ)·log lift (Sievert & "
+                               "Shirley 2014); 1 = most probable words, 0 = most topic-specific", min=0, max=1)
+    vocabulary: Any = setting(None, "the data's words, one per input column", cli=False)
+
+    def check(self) -> None:
+        super().check()
+        if self.vocabulary is not None:
+            v = self.vocabulary
+            if (not isinstance(v, (list, tuple)) or len(v) != int(self.input_shape[-1])
+                    or not all(isinstance(w, str) for w in v)):
+                raise SettingError("vocabulary", f"must list one word (a string) per input column "
+                                   f"({int(self.input_shape[-1])})")
+            self.vocabulary = list(v)
+
+
+@dataclass
+class ProdLDAConfig(TopicConfig):
+    """Settings of ProdLDA; defaults chosen on 20 Newsgroups validation documents (docs/results.md)."""
+
+    latent_dim: int = setting(20, "number of topics K (size of the document code)", min=1, max=100000)
+    hidden: tuple[int, ...] = setting((100, 100), "encoder hidden layer sizes", min=1)
+    dropout: float = setting(0.6, "dropout on the encoder's last hidden layer (and, for prodlda, on θ)", min=0,
+                             below=1)
+    alpha: float = setting(1.0, "concentration of the Dirichlet prior the Gaussian prior approximates", above=0)
+
+
+class TopicModel(Model):
+    """What NVDM and ProdLDA share: the sparse-aware encoder, the ELBO, IWAE bound and the topic matrix."""
+
+    likelihood = "multinomial"
+    variational = True
+    default_epochs = 100
+
+    def __init__(self, c: TopicConfig) -> None:
+        super().__init__()
+        self.n_words, self.latent_dim, self.dropout = int(c.input_shape[-1]), c.latent_dim, c.dropout
+        self.relevance = c.relevance
+        dims = [*c.hidden]
+        self.word_weight = nn.Parameter(torch.empty(self.n_words, dims[0]))  # first layer, word-major
+        self.word_bias = nn.Parameter(torch.zeros(dims[0]))
+        layers: list[nn.Module] = [self.activation()]
+        for a, b in zip(dims[:-1], dims[1:]):
+            layers += [nn.Linear(a, b), self.activation()]
+        self.encoder = nn.Sequential(*layers, nn.Dropout(c.dropout))
+        self.to_mu, self.to_logvar = nn.Linear(dims[-1], c.latent_dim), nn.Linear(dims[-1], c.latent_dim)
+        nn.init.xavier_uniform_(self.word_weight)
+        self.register_buffer("prior_mu", torch.zeros(c.latent_dim))
+        self.register_buffer("prior_logvar", torch.zeros(c.latent_dim))
+
+    @staticmethod
+    def activation() -> nn.Module:
+        return nn.ReLU()
+
+    def word_bias_param(self) -> torch.Tensor:
+        """The decoder's per-word bias (the background word frequencies every topic is measured against)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def prepare(self, data) -> None:
+        """Start the decoder's word bias at the training corpus's log word frequencies: otherwise Adam spends
+        thousands of steps learning the unigram distribution before topics can form (as in SCHOLAR,
+        Card et al. 2018)."""
+        counts = torch.as_tensor(np.asarray(data.x.sum(0), dtype=np.float64).ravel(), dtype=torch.float32)
+        log_freq = (counts + 1.0).log()
+        self.word_bias_param().copy_(log_freq - log_freq.mean())
+
+    def first_layer(self, x: torch.Tensor) -> torch.Tensor:
+        """``x @ W + b`` from the non-zero counts of ``x`` only."""
+        rows, cols = x.nonzero(as_tuple=True)
+        counts = torch.bincount(rows, minlength=len(x))
+        offsets = torch.cumsum(counts, 0) - counts
+        return F.embedding_bag(cols, self.word_weight, offsets, mode="sum", per_sample_weights=x[rows, cols]) \
+            + self.word_bias
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(μ, log σ²) of q(z | x) for word-count rows ``x``."""
+        h = self.encoder(self.first_layer(x.flatten(1)))
+        # counts reach the thousands in long documents; a bounded log-variance keeps exp() finite
+        return self.to_mu(h), self.to_logvar(h).clamp(-10.0, 10.0)
+
+    def word_logits(self, z: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Word probabilities p(w | z) for codes ``z``."""
+        return F.softmax(self.word_logits(z), dim=-1)
+
+    def kl(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        """KL(q(z|x) ‖ prior) per document, Gaussians with diagonal covariance."""
+        pv = self.prior_logvar
+        return 0.5 * ((logvar - pv).exp() + (mu - self.prior_mu).square() / pv.exp() - 1 + pv - logvar).sum(-1)
+
+    def recon_nll(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """−Σ_w x_w log p(w | z) per document."""
+        return -(F.log_softmax(logits, dim=-1) * x).sum(-1)
+
+    def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Negative ELBO per document (one reparameterised sample), averaged over the batch."""
+        x = batch.x.flatten(1)
+        mu, logvar = self.encode(x)
+        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if self.training else mu
+        nll, kl = self.recon_nll(self.word_logits(z), x), self.kl(mu, logvar)
+        return {"loss": (nll + kl).mean(), "nll": nll.mean(), "kl": kl.mean()}
+
+    def _samples(self, x: torch.Tensor, noise: torch.Tensor | None, k: int):
+        mu, logvar = self.encode(x.flatten(1))
+        eps = noise if noise is not None else torch.randn(k, self.latent_dim, device=mu.device)
+        return mu, logvar, eps.to(mu)
+
+    @torch.no_grad()
+    def elbo(self, x: torch.Tensor, *, k: int = 1, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """ELBO per document in nats, averaged over ``k`` posterior samples (or the given ``noise``, (S, K))."""
+        x = x.flatten(1)
+        mu, logvar, eps = self._samples(x, noise, k)
+        std = (0.5 * logvar).exp()
+        nll = torch.stack([self.recon_nll(self.word_logits(mu + e * std), x) for e in eps]).mean(0)
+        return -(nll + self.kl(mu, logvar))
+
+    @torch.no_grad()
+    def iwae_nll(self, x: torch.Tensor, *, k: int = 1000, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """−log p(x) by importance sampling with q(z|x) as proposal (Burda et al. 2016), per document."""
+        x = x.flatten(1)
+        mu, logvar, eps = self._samples(x, noise, k)
+        std = (0.5 * logvar).exp()
+        pm, pv = self.prior_mu, self.prior_logvar
+        logw = []
+        for e in eps:
+            z = mu + e * std
+            log_prior = -0.5 * ((z - pm).square() / pv.exp() + pv + math.log(2 * math.pi)).sum(-1)
+            log_q = -0.5 * (e.square() + logvar + math.log(2 * math.pi)).sum(-1)
+            logw.append(-self.recon_nll(self.word_logits(z), x) + log_prior - log_q)
+        return -(torch.logsumexp(torch.stack(logw), 0) - math.log(len(eps)))
+
+    @torch.no_grad()
+    def doc_topics(self, x: torch.Tensor) -> torch.Tensor:
+        """Each document's code as the task and estimator show it (posterior mean μ here)."""
+        return self.encode(x)[0]
+
+    def topic_logits(self) -> torch.Tensor:
+        """(K + 1, V) decoder logits of a document made of one topic only, for each topic, and (last row) of
+        the background: the code that favours no topic."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def topic_word(self) -> torch.Tensor:
+        """(K, V) word scores per topic, by relevance (Sievert & Shirley 2014, "LDAvis", §3.1):
+        λ·log p(w|k) + (1 − λ)·log(p(w|k) / p(w|background)). λ = 1 ranks by probability, which puts the
+        corpus's frequent words (subject, lines, organization) at the top of every topic; λ = 0 by lift, which
+        puts rare words (a single post's signature) there, and raw decoder weights do much the same. Between
+        the two, topics read well and their words co-occur in held-out text (λ chosen on validation documents)."""
+        logp = F.log_softmax(self.topic_logits().float(), dim=-1)
+        topics, background = logp[:-1], logp[-1:]
+        return topics - (1 - self.relevance) * background
+
+
+class CentredBatchNorm(nn.Module):
+    """Batch norm with a learnt shift and no scale (TensorFlow's ``batch_norm`` default, which ProdLDA used)."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm1d(n, affine=False)
+        self.shift = nn.Parameter(torch.zeros(n))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x) + self.shift
+
+
+@register("nvdm", TopicConfig, task="topics")
+class NVDM(TopicModel):
+    """Neural Variational Document Model: Gaussian code, one softmax layer as decoder."""
+
+    def __init__(self, c: TopicConfig) -> None:
+        super().__init__(c)
+        self.decoder = nn.Linear(c.latent_dim, self.n_words)
+
+    def word_logits(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z)
+
+    def word_bias_param(self) -> torch.Tensor:
+        return self.decoder.bias
+
+    @torch.no_grad()
+    def topic_logits(self) -> torch.Tensor:
+        k = self.latent_dim  # one prior standard deviation along each latent axis; the origin as background
+        return self.decoder(torch.cat([torch.eye(k), torch.zeros(1, k)]).to(self.decoder.weight))
+
+
+@register("prodlda", ProdLDAConfig, task="topics")
+class ProdLDA(TopicModel):
+    """ProdLDA: Laplace-approximated Dirichlet prior, θ = softmax(z), decoder softmax(BN(β θ))."""
+
+    default_epochs = 200
+
+    def __init__(self, c: ProdLDAConfig) -> None:
+        super().__init__(c)
+        k = c.latent_dim
+        # Laplace approximation of Dirichlet(α) in the softmax basis (Srivastava & Sutton 2017, eq. 3-4)
+        a = torch.full((k,), float(c.alpha))
+        self.prior_mu.copy_(a.log() - a.log().mean())
+        self.prior_logvar.copy_(((1 / a) * (1 - 2 / k) + (1 / a).sum() / k**2).log())
+        # batch norms as in the authors' code (TensorFlow's default: a learnt shift, no scale)
+        self.bn_mu, self.bn_logvar = CentredBatchNorm(k), CentredBatchNorm(k)
+        self.theta_drop = nn.Dropout(c.dropout)
+        self.beta = nn.Linear(k, self.n_words, bias=False)
+        self.bn_words = CentredBatchNorm(self.n_words)
+        nn.init.xavier_uniform_(self.beta.weight)
+
+    @staticmethod
+    def activation() -> nn.Module:
+        return nn.Softplus()
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.encoder(self.first_layer(x.flatten(1)))
+        return self.bn_mu(self.to_mu(h)), self.bn_logvar(self.to_logvar(h))
+
+    def word_bias_param(self) -> torch.Tensor:
+        return self.bn_words.shift
+
+    def word_logits(self, z: torch.Tensor) -> torch.Tensor:
+        return self.bn_words(self.beta(self.theta_drop(F.softmax(z, dim=-1))))
+
+    @torch.no_grad()
+    def doc_topics(self, x: torch.Tensor) -> torch.Tensor:
+        """Topic proportions θ = softmax(μ) of each document (rows sum to 1)."""
+        return F.softmax(self.encode(x)[0], dim=-1)
+
+    @torch.no_grad()
+    def topic_logits(self) -> torch.Tensor:
+        k = self.latent_dim  # θ one-hot per topic; the background is θ uniform
+        theta = torch.cat([torch.eye(k), torch.full((1, k), 1 / k)]).to(self.beta.weight)
+        bn = self.bn_words.norm  # its running statistics, whether the model is in training mode or not
+        return (self.beta(theta) - bn.running_mean) * (bn.running_var + bn.eps).rsqrt() + self.bn_words.shift

@@ -1,0 +1,145 @@
+"""Topic models (nvdm, prodlda), the topics task and the TopicModel estimator: the prior and the word
+ranking as the papers define them, a planted two-topic corpus recovered, the command line end to end on a
+tiny text folder, and the estimator's scikit-learn contract."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from latentforge.cli import main
+from latentforge.errors import UserError
+from latentforge.estimators import TopicModel
+from latentforge.models import build_model
+
+FRUIT = "apple banana cherry grape lemon mango orange peach pear plum".split()
+CARS = "engine wheel brake gear motor piston clutch tire exhaust throttle".split()
+
+
+def planted(n: int = 120, length: int = 30, seed: int = 0) -> tuple[list[str], np.ndarray]:
+    """Documents that each draw their words from one of two disjoint word sets."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 2
+    return [" ".join(rng.choice((FRUIT, CARS)[c], length)) for c in y], y
+
+
+def test_prodlda_prior_is_the_laplace_approximation_of_the_dirichlet() -> None:
+    k, a = 4, 0.5
+    m = build_model("prodlda", input_shape=[10], latent_dim=k, hidden=[8], alpha=a)
+    # Srivastava & Sutton 2017, eq. 4: μ_k = log α_k − mean log α; σ²_k = (1/α_k)(1 − 2/K) + Σ_i 1/α_i / K²
+    assert torch.allclose(m.prior_mu, torch.zeros(k))
+    want = (1 / a) * (1 - 2 / k) + (k / a) / k**2
+    assert torch.allclose(m.prior_logvar.exp(), torch.full((k,), want))
+
+
+@pytest.mark.parametrize("name", ["prodlda", "nvdm"])
+def test_relevance_ranks_between_probability_and_lift(name: str) -> None:
+    torch.manual_seed(0)
+    m = build_model(name, input_shape=[12], latent_dim=3, hidden=[8], relevance=1.0).eval()
+    logp = torch.log_softmax(m.topic_logits(), -1)
+    assert torch.allclose(m.topic_word(), logp[:-1], atol=1e-6)  # λ = 1: by probability
+    m.relevance = 0.0
+    assert torch.allclose(m.topic_word(), logp[:-1] - logp[-1:], atol=1e-6)  # λ = 0: by lift
+
+
+def test_counts_are_read_sparsely_and_the_elbo_does_not_depend_on_batch_mates() -> None:
+    torch.manual_seed(0)
+    m = build_model("prodlda", input_shape=[20], latent_dim=3, hidden=[8]).eval()
+    x = torch.poisson(torch.full((6, 20), 0.7))
+    dense = x @ m.word_weight + m.word_bias
+    assert torch.allclose(m.first_layer(x), dense, atol=1e-5)
+    noise = torch.randn(4, 3)
+    assert torch.allclose(m.elbo(x[:2], noise=noise), m.elbo(x, noise=noise)[:2], atol=1e-4)
+    assert torch.allclose(m.doc_topics(x).sum(1), torch.ones(6))
+    assert (m.iwae_nll(x, k=16) <= -m.elbo(x, k=16) + 1e-3).all()  # the IWAE bound is at least as tight
+
+
+def test_a_planted_two_topic_corpus_is_recovered() -> None:
+    texts, y = planted()
+    tm = TopicModel(n_components=2, hidden=(32,), dropout=0.2, epochs=60, batch_size=20, lr=1e-2, min_df=1,
+                    max_df=1.0, random_state=0, device="cpu").fit(texts)
+    tops = [set(words) for words in tm.top_words(5)]
+    assert tops[0] <= set(FRUIT) and tops[1] <= set(CARS) or tops[0] <= set(CARS) and tops[1] <= set(FRUIT), tops
+    from sklearn.metrics import normalized_mutual_info_score
+
+    assert normalized_mutual_info_score(y, tm.transform(texts).argmax(1)) == 1.0  # each document in its topic
+
+
+def test_nvdm_codes_separate_a_planted_corpus() -> None:
+    # NVDM's code is Gaussian, not a mixture: one axis may carry both word sets (one per sign), so its
+    # topics (directions) need not split them; its document codes must.
+    texts, y = planted()
+    tm = TopicModel(n_components=2, kind="nvdm", hidden=(32,), dropout=0.0, epochs=60, batch_size=20, lr=1e-2,
+                    min_df=1, max_df=1.0, random_state=0, device="cpu").fit(texts)
+    from latentforge.metrics.representation import kmeans_scores
+
+    assert kmeans_scores(tm.transform(texts), y)["nmi"] == 1.0
+    assert any(set(t) <= set(FRUIT) or set(t) <= set(CARS) for t in tm.top_words(5))
+
+
+def test_topic_model_estimator_contract(tmp_path) -> None:
+    texts, _ = planted(60)
+    tm = TopicModel(n_components=3, hidden=(16,), epochs=3, batch_size=16, min_df=1, max_df=1.0, random_state=0,
+                    device="cpu").fit(texts)
+    theta = tm.transform(texts[:5])
+    assert theta.shape == (5, 3) and np.allclose(theta.sum(1), 1, atol=1e-5)
+    assert tm.components_.shape == (3, 20) and np.allclose(tm.components_.sum(1), 1)
+    names = tm.get_feature_names_out()
+    assert sorted(names) == sorted(FRUIT + CARS)
+    best = names[np.argsort(-tm.components_, axis=1)[:, :4]].tolist()
+    assert best == tm.top_words(4)  # components_ sorts the way top_words ranks
+    assert tm.perplexity(texts) > 1 and tm.score(texts) == -tm.perplexity(texts)
+    counts = tm._counts(texts[:5])
+    assert np.allclose(tm.transform(counts), theta, atol=1e-6)  # counts over the vocabulary, or the text itself
+    tm.save_pretrained(tmp_path / "tm")
+    again = TopicModel.from_pretrained(tmp_path / "tm")
+    assert np.allclose(again.transform(texts[:5]), theta, atol=1e-6) and again.top_words(4) == tm.top_words(4)
+    import latentforge
+
+    assert isinstance(latentforge.load(tmp_path / "tm"), TopicModel)
+    with pytest.raises(UserError, match="X has 7 features"):
+        tm.transform(np.ones((2, 7)))
+    with pytest.raises(UserError, match="kind must be one of"):
+        TopicModel(kind="lda").fit(texts)
+    m = sp.random(40, 12, density=0.4, random_state=0, format="csr")
+    bare = TopicModel(n_components=2, hidden=(8,), epochs=1, device="cpu").fit(m * 3)
+    assert bare.get_feature_names_out()[0] == "w0" and bare.transform(m).shape == (40, 2)
+    with pytest.raises(UserError, match="fitted on a count matrix"):
+        bare.transform(["apple"])
+
+
+def test_cli_end_to_end_on_a_tiny_text_folder(tmp_path, capsys) -> None:
+    texts, y = planted(100)
+    for i, (t, c) in enumerate(zip(texts, y)):
+        folder = tmp_path / "docs" / ("fruit", "cars")[c]
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{i}.txt").write_text(t)
+    run = tmp_path / "run"
+    code = main(["train", "prodlda", "--data", str(tmp_path / "docs"), "--epochs", "30", "--latent-dim", "2",
+                 "--hidden", "32", "--dropout", "0.2", "--lr", "0.01", "--batch-size", "20", "--max-df", "1.0",
+                 "--min-df", "1", "--eval-k", "0", "--device", "cpu", "--out", str(run)])
+    assert code == 0, capsys.readouterr().err
+    for f in ("config.json", "model.safetensors", "metrics.json", "history.csv", "topics.json", "documents.png",
+              "curves.png", "report.html"):
+        assert (run / f).exists(), f
+    test = json.loads((run / "metrics.json").read_text())["test"]
+    assert {"npmi", "diversity", "perplexity", "probe_acc", "nmi"} <= set(test) and test["n_topics"] == 2
+    assert -1 <= test["npmi"] <= 1 and 0 < test["diversity"] <= 1 and math.isfinite(test["perplexity"])
+    config = json.loads((run / "config.json").read_text())
+    assert sorted(config["model_config"]["vocabulary"]) == sorted(FRUIT + CARS)
+    assert "<h2 style='margin-top:1.5rem'>Topics</h2>" in (run / "report.html").read_text()
+    capsys.readouterr()
+    assert main(["topics", str(run), "--top", "5"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("2 topics; NPMI on 20 test documents of docs") and len(out.splitlines()) == 3, out
+    assert main(["topics", str(run), "--top", "3", "--json"]) == 0
+    table = json.loads(capsys.readouterr().out)
+    assert [len(t["words"]) for t in table["topics"]] == [3, 3] and all(-1 <= t["npmi"] <= 1 for t in table["topics"])
+    assert sorted(set(t["words"]) <= set(FRUIT) for t in table["topics"]) == [False, True]
+    assert main(["topics", str(run), "--top", "0"]) == 2 and main(["topics", str(run), "--top", "21"]) == 2
+    assert main(["topics", str(tmp_path / "docs")]) == 2  # not a run
