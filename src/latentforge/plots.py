@@ -70,7 +70,8 @@ def save_curves(history: list[dict], path: Path, *, monitor: str | None = None, 
     for key, style in (("train_loss", "-"), ("test_loss", "-"), ("train_d_loss", "--"), ("train_g_loss", "--")):
         ys = [r.get(key) for r in history]
         if any(y is not None for y in ys):
-            label = "test D loss" if gan and key == "test_loss" else key.replace("_", " ")
+            label = {"test_loss": "test D loss", "train_d_loss": "train D loss", "train_g_loss": "train G loss"}.get(
+                key, key.replace("_", " ")) if gan else key.replace("_", " ")
             ax.plot(epochs, ys, style, marker="o", ms=3, label=label)
     if len(epochs) == 1:  # one point: a readable axis around it, not ±4 % of its value
         ax.set_xticks(epochs)
