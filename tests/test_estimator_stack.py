@@ -165,3 +165,16 @@ def test_warnings_of_fit_are_not_errors(table) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error", FutureWarning)
         AEDetector(kind="ae", **FAST).fit(table)
+
+
+def test_the_cli_scores_with_a_saved_detector(table, tmp_path: Path, capsys) -> None:
+    det = AEDetector(kind="vae", **FAST).fit(table)
+    det.save_pretrained(tmp_path / "det")
+    np.save(tmp_path / "new.npy", table[:40])
+    assert main(["score", str(tmp_path / "det"), "--data", str(tmp_path / "new.npy"), "--out",
+                 str(tmp_path / "s.csv")]) == 0
+    import pandas as pd
+
+    got = pd.read_csv(tmp_path / "s.csv")
+    np.testing.assert_allclose(got["score"].to_numpy(), det.decision_function(table[:40]), rtol=1e-5)
+    np.testing.assert_array_equal(got["is_anomaly"].to_numpy(), det.predict(table[:40]))

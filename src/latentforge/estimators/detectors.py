@@ -35,6 +35,7 @@ from .autoencoders import AutoencoderEstimator
 from .base import ModelEstimator, not_fitted
 
 DEFAULT_RULE = "fpr:0.01"
+SCORE_K = 16  # posterior draws of the elbo score (importance samples of iwae), as `latentforge score --k`
 
 
 def auto_epochs(n: int, samples: int = 64_000) -> int:
@@ -104,7 +105,7 @@ class Detector(ModelEstimator):
 
     def _scores(self, x: np.ndarray) -> np.ndarray:
         seed = 0 if self.random_state is None else int(self.random_state)
-        return anomaly_scores(self.model_, x, score=self._score_kind(), seed=seed)
+        return anomaly_scores(self.model_, x, score=self._score_kind(), k=SCORE_K, seed=seed)
 
     def _score_kind(self) -> str:
         kind = getattr(self, "score_kind", "auto")
@@ -148,8 +149,11 @@ class Detector(ModelEstimator):
         return self
 
     def _save_extra(self, directory: Path) -> dict:
+        meta = {}
+        if hasattr(self, "score_kind"):  # what `latentforge score` needs to reuse these scores as its reference
+            meta = {"score": check_score(self.model_, self._score_kind()), "k": str(SCORE_K)}
         save_tensors(directory / SCORES_FILE, {"train": torch.from_numpy(self.decision_scores_),
-                                               "validation": torch.from_numpy(self.validation_scores_)})
+                                               "validation": torch.from_numpy(self.validation_scores_)}, meta)
         return {"detector": {"threshold": self.threshold_, "rule": self.threshold_rule_,
                              "feature_names": self.feature_names_in_}}
 
