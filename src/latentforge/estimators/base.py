@@ -8,7 +8,6 @@ returns the class that was saved. ``__init__`` only stores parameters; fitted at
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -21,7 +20,7 @@ from sklearn.base import BaseEstimator
 from ..checkpoint import CONFIG, TRAIN_STATE, WEIGHTS, load_model, read_config, save_model
 from ..data import Dataset, from_array
 from ..errors import UserError
-from ..io import write_json
+from ..io import replace_folder, write_json
 from ..models import model_class
 from ..settings import SettingError
 from ..train import Monitor, TrainConfig, fit
@@ -175,7 +174,7 @@ class ModelEstimator(BaseEstimator):
         tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.saving-"))
         try:
             self._write(tmp)
-            _swap_in(tmp, directory)
+            replace_folder(tmp, directory)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -271,22 +270,6 @@ def _check_save_target(directory: Path, cls_name: str, overwrite: bool) -> None:
                 else f"a saved {config.get('estimator_class') or config.get('model', 'model')}")
     raise UserError(f"{directory} is not empty: it holds {what}. Choose another folder, or pass overwrite=True to "
                     "replace it")
-
-
-def _swap_in(tmp: Path, directory: Path) -> None:
-    """Put the complete folder ``tmp`` where ``directory`` is; the old one is removed only once the new one is in place."""
-    if not directory.exists():
-        os.replace(tmp, directory)
-        return
-    old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-    shutil.rmtree(old, ignore_errors=True)
-    os.replace(directory, old)
-    try:
-        os.replace(tmp, directory)
-    except BaseException:
-        os.replace(old, directory)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 __all__ = ["ESTIMATOR_CLASSES", "ModelEstimator", "TRAIN_PARAMS", "not_fitted", "WEIGHTS"]
