@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-
 from conftest import require_data
+
 from latentforge.cli import main
 from latentforge.data.text import count_words, fit_vocabulary, load_text_splits, read_folder
 from latentforge.errors import UserError
@@ -115,6 +115,13 @@ def test_table_and_bag_of_words_readers(tmp_path) -> None:
     assert s.extras.dropped["train"] == (~kept).sum()
     with pytest.raises(UserError, match="--vocab-size: apply to raw text"):
         load_text_splits(str(tmp_path / "train_bow.npz"), vocab_size=3)
+    from latentforge import TopicModel  # a path fits the estimator too, with the file's own vocabulary
+
+    tm = TopicModel(n_components=2, hidden=(4,), epochs=1, device="cpu").fit(str(tmp_path / "train_bow.npz"))
+    assert tm.get_feature_names_out().tolist() == list("abcdef")
+    tm = TopicModel(n_components=2, hidden=(4,), epochs=1, min_df=1, max_df=1.0, text_column="body",
+                    device="cpu").fit(tmp_path / "d.csv")
+    assert len(tm.vocabulary_) > 3
 
 
 def test_20newsgroups_is_the_5000_word_bag_of_words() -> None:

@@ -47,12 +47,26 @@ def test_relevance_ranks_between_probability_and_lift(name: str) -> None:
     assert torch.allclose(m.topic_word(), logp[:-1] - logp[-1:], atol=1e-6)  # λ = 0: by lift
 
 
+def test_words_too_rare_in_the_training_documents_are_not_listed() -> None:
+    from latentforge.data import Dataset
+
+    torch.manual_seed(0)
+    m = build_model("prodlda", input_shape=[5], latent_dim=2, hidden=[4], topic_min_docs=0.01)
+    x = np.zeros((1000, 5), np.float32)
+    x[:, 1:] = 1
+    x[0, 0] = 50  # word 0: one document of 1,000 (a signature), below the 1 % floor
+    m.prepare(Dataset(x=sp.csr_matrix(x)))
+    assert m.word_docs[0] == pytest.approx(0.001) and m.word_docs[1] == 1.0
+    assert torch.isinf(m.topic_word()[:, 0]).all() and torch.isfinite(m.topic_word()[:, 1:]).all()
+
+
 def test_counts_are_read_sparsely_and_the_elbo_does_not_depend_on_batch_mates() -> None:
     torch.manual_seed(0)
     m = build_model("prodlda", input_shape=[20], latent_dim=3, hidden=[8]).eval()
     x = torch.poisson(torch.full((6, 20), 0.7))
-    dense = x @ m.word_weight + m.word_bias
-    assert torch.allclose(m.first_layer(x), dense, atol=1e-5)
+    assert m.log_counts and torch.allclose(m.first_layer(x), x.log1p() @ m.word_weight + m.word_bias, atol=1e-5)
+    m.log_counts = False
+    assert torch.allclose(m.first_layer(x), x @ m.word_weight + m.word_bias, atol=1e-5)
     noise = torch.randn(4, 3)
     assert torch.allclose(m.elbo(x[:2], noise=noise), m.elbo(x, noise=noise)[:2], atol=1e-4)
     assert torch.allclose(m.doc_topics(x).sum(1), torch.ones(6))
@@ -102,6 +116,7 @@ def test_topic_model_estimator_contract(tmp_path) -> None:
     import latentforge
 
     assert isinstance(latentforge.load(tmp_path / "tm"), TopicModel)
+    assert main(["topics", str(tmp_path / "tm"), "--top", "3"]) == 0  # names no data: words without NPMI
     with pytest.raises(UserError, match="X has 7 features"):
         tm.transform(np.ones((2, 7)))
     with pytest.raises(UserError, match="kind must be one of"):

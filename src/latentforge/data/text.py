@@ -247,7 +247,10 @@ def newsgroups_folder() -> Path:
 # ---------------------------------------------------------------- splits
 
 
-VECTORIZER_OPTIONS = ("vocab_size", "min_df", "max_df")
+def is_bag_of_words(spec: str | Path) -> bool:
+    """Whether ``spec`` names counts with their vocabulary (no vectorizer options apply) rather than raw text."""
+    path = Path(spec).expanduser()
+    return str(spec) == NEWSGROUPS or path.name.lower().endswith(".npz") or (path / "train_bow.npz").is_file()
 
 
 def load_text_splits(spec: str, *, text_column: str | None = None, encoding: str | None = None,
@@ -262,15 +265,16 @@ def load_text_splits(spec: str, *, text_column: str | None = None, encoding: str
         raise UserError(f"{spec}: no such file or folder; topic models read text: {hint}a folder of .txt files, a "
                         "CSV/Parquet with a text column, or a bag-of-words .npz with vocab.txt")
     lower = path.name.lower()
-    if lower.endswith(".npz") or (path.is_dir() and (path / "train_bow.npz").is_file()):
+    if is_bag_of_words(path):
         if vec or text_column is not None:
-            given = ", ".join("--" + k.replace("_", "-") for k in [*vec, *(["text_column"] * (text_column is not None))])
+            flags = [*vec, *(["text_column"] if text_column is not None else [])]
+            given = ", ".join("--" + k.replace("_", "-") for k in flags)
             raise UserError(f"{given}: apply to raw text; {path.name} is a bag of words with its vocabulary already")
         counts, labels, vocab = read_bow(path)
         names = list(NEWSGROUPS_LABELS) if spec == NEWSGROUPS else None
         return _splits(counts, labels, vocab, names, NEWSGROUPS if spec == NEWSGROUPS else path.stem, seed)
     if path.is_dir():
-        if text_column is not None:
+        if text_column not in (None, "text"):
             raise UserError(f"--text-column applies to CSV/Parquet tables; {path} is a folder of text files")
         corpus = read_folder(path, encoding=encoding or "utf-8")
     elif lower.endswith(TABLE_SUFFIXES):
@@ -287,11 +291,8 @@ def corpus_splits(corpus: Corpus, *, seed: int = 0, **vectorizer) -> Splits:
     if corpus.split is not None:
         idx = {s: [i for i, v in enumerate(corpus.split) if v == s] for s in ("train", "test")}
     else:
-        if n < 2:
-            raise UserError(f"{corpus.name}: need at least 2 documents to hold out a test set, got {n}")
-        perm = np.random.default_rng(seed).permutation(n)
-        n_test = max(1, int(round(n * TEST_FRACTION)))
-        idx = {"train": np.sort(perm[n_test:]).tolist(), "test": np.sort(perm[:n_test]).tolist()}
+        tr, te = test_rows(n, seed, corpus.name)
+        idx = {"train": tr.tolist(), "test": te.tolist()}
     vocab = fit_vocabulary([corpus.texts[i] for i in idx["train"]], where=corpus.name, **vectorizer)
     counts = {s: count_words([corpus.texts[i] for i in ids], vocab) for s, ids in idx.items()}
     names = sorted(set(corpus.labels)) if corpus.labels is not None else None
@@ -300,12 +301,18 @@ def corpus_splits(corpus: Corpus, *, seed: int = 0, **vectorizer) -> Splits:
     return _splits(counts, labels, vocab, names, corpus.name, seed)
 
 
+def test_rows(n: int, seed: int, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(train rows, test rows): a seeded ``TEST_FRACTION`` held out, for documents without their own split."""
+    if n < 2:
+        raise UserError(f"{name}: need at least 2 documents to hold out a test set, got {n}")
+    perm = np.random.default_rng(seed).permutation(n)
+    n_test = max(1, round(n * TEST_FRACTION))
+    return np.sort(perm[n_test:]), np.sort(perm[:n_test])
+
+
 def _splits(counts: dict, labels: dict, vocab: list[str], names: list[str] | None, name: str, seed: int) -> Splits:
     if "test" not in counts:  # a bag of words without its own test file
-        n = counts["train"].shape[0]
-        perm = np.random.default_rng(seed).permutation(n)
-        n_test = max(1, int(round(n * TEST_FRACTION)))
-        te, tr = np.sort(perm[:n_test]), np.sort(perm[n_test:])
+        tr, te = test_rows(counts["train"].shape[0], seed, name)
         m, y = counts["train"], labels["train"]
         counts = {"train": m[tr], "test": m[te]}
         labels = {"train": None if y is None else y[tr], "test": None if y is None else y[te]}

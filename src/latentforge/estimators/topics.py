@@ -21,7 +21,7 @@ import scipy.sparse as sp
 import torch
 
 from ..data.dataset import Dataset
-from ..data.text import count_words, fit_vocabulary, load_text_splits
+from ..data.text import count_words, fit_vocabulary, is_bag_of_words, load_text_splits
 from ..errors import UserError
 from ..metrics.topics import perplexity
 from ..tasks.topics import ELBO_SAMPLES, batched, document_codes, ranked_words, vocabulary_of
@@ -35,21 +35,25 @@ class TopicModel(ModelEstimator):
     ``transform`` gives topic proportions θ for ProdLDA, posterior means for NVDM."""
 
     model_names = KINDS
-    extra_params = ("kind", "n_components", "vocab_size", "min_df", "max_df")
+    extra_params = ("kind", "n_components", "vocab_size", "min_df", "max_df", "text_column")
 
-    def __init__(self, n_components: int = 20, kind: str = "prodlda", hidden: Sequence[int] = (100, 100),
-                 dropout: float = 0.6, alpha: float = 1.0, relevance: float = 0.6, vocab_size: int = 5000, min_df: float = 2,
-                 max_df: float = 0.5, epochs: int = 200, batch_size: int = 200, lr: float = 2e-3,
-                 random_state: int | None = None, device: str = "auto", verbose: bool = False) -> None:
+    def __init__(self, n_components: int = 20, kind: str = "prodlda", hidden: Sequence[int] = (200, 200),
+                 dropout: float = 0.2, log_counts: bool = True, alpha: float = 1.0, relevance: float = 0.75,
+                 topic_min_docs: float = 0.005, vocab_size: int = 5000, min_df: float = 2, max_df: float = 0.5,
+                 text_column: str = "text", epochs: int = 200, batch_size: int = 200, lr: float = 2e-3, random_state: int | None = None,
+                 device: str = "auto", verbose: bool = False) -> None:
         self.n_components = n_components
         self.kind = kind
         self.hidden = hidden
         self.dropout = dropout
+        self.log_counts = log_counts
         self.alpha = alpha
         self.relevance = relevance
+        self.topic_min_docs = topic_min_docs
         self.vocab_size = vocab_size
         self.min_df = min_df
         self.max_df = max_df
+        self.text_column = text_column
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -66,7 +70,9 @@ class TopicModel(ModelEstimator):
     def _dataset(self, X, y=None) -> Dataset:
         """Counts to fit on; raw text fixes the vocabulary here."""
         if isinstance(X, (str, Path)):
-            s = load_text_splits(str(X), vocab_size=self.vocab_size, min_df=self.min_df, max_df=self.max_df)
+            vec = {} if is_bag_of_words(X) else {"vocab_size": self.vocab_size, "min_df": self.min_df,
+                                                 "max_df": self.max_df, "text_column": self.text_column}
+            s = load_text_splits(str(X), **vec)
             self._vocabulary = s.extras.vocabulary
             return Dataset(x=sp.vstack([s.train.x, s.test.x]).tocsr(), name=Path(str(X)).name)
         if _is_text(X):

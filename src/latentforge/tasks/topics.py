@@ -18,7 +18,6 @@ from torch import nn
 
 from ..data import Dataset, Splits
 from ..data.text import TextData, load_text_splits
-from ..errors import UserError
 from ..io import read_json, write_json
 from ..metrics.representation import representation_scores
 from ..metrics.topics import binary_docs, npmi_per_topic, perplexity, top_words, topic_diversity
@@ -38,6 +37,7 @@ TOPIC_METRICS = {
     "ari": Metric("adjusted Rand index between k-means clusters and labels", "higher"),
     "n_topics": Metric("number of topics K"),
     "test_documents": Metric("test documents evaluated (those holding at least one vocabulary word)"),
+    "documents_dropped": Metric("training and test documents left out: none of their words is in the vocabulary"),
 }
 TOPICS_FILE = "topics.json"
 TOP = 10  # words per topic for NPMI, the topic lists and the report
@@ -144,8 +144,6 @@ def document_codes(model: nn.Module, data: Dataset, *, device="cpu", proportions
 
 def evaluate_topics(model: nn.Module, test: Dataset, *, device="cpu", seed: int = 0) -> dict:
     """The ``test`` block of a topic model's metrics.json."""
-    if not test.is_sparse and not hasattr(model, "topic_word"):
-        raise UserError("the topics task evaluates topic models on word counts")
     model = model.to(device).eval()
     noise = torch.randn(ELBO_SAMPLES, model.latent_dim, generator=torch.Generator().manual_seed(seed))
     elbo = batched(model, test, lambda x: model.elbo(x, noise=noise.to(x.device)), device=device)
@@ -181,10 +179,11 @@ def render_topics(table: dict) -> str:
 def topics_html(table: dict) -> list[str]:
     """The report's topic list: one row per topic, most coherent first."""
     rows = sorted(table.get("topics", []), key=lambda t: -(t["npmi"] if t["npmi"] is not None else -2))
-    parts = ["<h2 style='margin-top:1.5rem'>Topics</h2><p class='muted'>Each topic's most characteristic words and "
-             f"their NPMI coherence on {html.escape(str(table.get('reference') or 'no reference corpus'))} "
-             "(−1 … 1, higher = the words occur in the same documents), most coherent first.</p>",
-             "<table><tr><th>topic</th><th>NPMI</th><th>words</th></tr>"]
+    reference = html.escape(str(table.get("reference") or "no reference corpus"))
+    intro = ("<h2 style='margin-top:1.5rem'>Topics</h2><p class='muted'>Each topic's most characteristic words and "
+             f"their NPMI coherence on {reference} (−1 … 1, higher = the words occur in the same documents), most "
+             "coherent first.</p>")
+    parts = [intro, "<table><tr><th>topic</th><th>NPMI</th><th>words</th></tr>"]
     for t in rows:
         score = f"{t['npmi']:+.3f}" if t["npmi"] is not None else "—"
         parts.append(f"<tr><td>{t['topic']}</td><td class='num'>{score}</td>"
