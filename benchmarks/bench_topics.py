@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ import numpy as np
 from latentforge.data.text import load_text_splits
 from latentforge.metrics.representation import representation_scores
 from latentforge.metrics.topics import binary_docs, npmi, top_words, topic_diversity
+from machine import cpu_model  # noqa: E402  (benchmarks/machine.py)
 
 # Chosen on validation documents with --tune (docs/results.md).
 OURS = {"model": "prodlda", "flags": {"--lr": "0.002", "--batch-size": "200", "--epochs": "200"}}  # its defaults
@@ -39,16 +39,6 @@ PUBLISHED = {  # the issue's table (same data, measured by the issue's author)
     50: {"sklearn LDA": (0.154, 0.618, 0.631, 0.410), "ProdLDA, dropout 0.6": (0.201, 0.577, 0.541, 0.434),
          "ProdLDA in a toolkit": (0.096, 0.813, 0.677, 0.501), "TF-IDF + SVD": (None, None, 0.712, 0.409)},
 }
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def topic_scores(topic_word: np.ndarray, codes: np.ndarray, test) -> dict:
@@ -149,7 +139,7 @@ def main() -> None:
         return
     splits = load_text_splits("20newsgroups")
     print(f"20newsgroups: {len(splits.train):,} train / {len(splits.test):,} test documents, "
-          f"{splits.train.x.shape[1]:,} words; {cpu_name()}, {torch.get_num_threads()} torch threads")
+          f"{splits.train.x.shape[1]:,} words; {cpu_model()}, {torch.get_num_threads()} torch threads")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for k in a.k:
