@@ -51,6 +51,13 @@ def setting(default: Any, help: str, *, min: float | None = None, max: float | N
     return field(default=default, metadata=meta)
 
 
+def default(base: type, name: str, value: Any) -> Any:
+    """``base``'s setting ``name`` with another default, for a subclass: its help and allowed range stay the one
+    declaration (``latent_dim: int = default(VAEConfig, "latent_dim", 10)``)."""
+    meta = dict(next(f for f in fields(base) if f.name == name).metadata)
+    return setting(value, meta.pop("help"), **meta)
+
+
 def _kind(tp: Any) -> tuple[str, bool]:
     """(base kind, optional) of an annotation: int, float, bool, str, ints (a sequence of ints), any."""
     optional = False

@@ -25,7 +25,7 @@ from torch import nn
 
 from ..errors import UserError
 from ..nn import conv_decoder, conv_encoder, default_arch, mlp
-from ..settings import SettingError, setting
+from ..settings import SettingError, default, setting
 from .base import Batch, Model, ModelConfig
 from .registry import register
 
@@ -90,7 +90,7 @@ class GANConfig(ModelConfig):
 class WGANGPConfig(GANConfig):
     """Settings of WGAN-GP (the paper's 5 critic steps)."""
 
-    d_steps: int = setting(5, "discriminator (critic) steps per generator step", min=1, max=1000)
+    d_steps: int = default(GANConfig, "d_steps", 5)
     gp_weight: float = setting(10.0, "gradient penalty weight λ", min=0)
 
 

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..nn import mlp
-from ..settings import SettingError, setting
+from ..settings import SettingError, default, setting
 from .base import Batch, Model, ModelConfig
 from .registry import register
 
@@ -53,8 +53,8 @@ class MultDAEConfig(ModelConfig):
 class MultVAEConfig(MultDAEConfig):
     """Settings of Mult-VAE (defaults chosen on MovieLens-100K validation users, docs/results.md)."""
 
-    dropout: float = setting(0.1, "input dropout", min=0, below=1)
-    l2: float = setting(1e-3, "L2 penalty on the weights", min=0)
+    dropout: float = default(MultDAEConfig, "dropout", 0.1)
+    l2: float = default(MultDAEConfig, "l2", 1e-3)
     beta_cap: float = setting(0.2, "the KL weight is annealed from 0 up to this; the epoch best on validation "
                               "users is kept", min=0)
     anneal_steps: int = setting(300, "updates over which the KL weight rises to beta_cap (0: from the start)", min=0)

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..settings import SettingError, setting
+from ..settings import SettingError, default, setting
 from .base import Batch, Model, ModelConfig
 from .registry import register
 
@@ -70,14 +70,11 @@ class ProdLDAConfig(TopicConfig):
     """Settings of ProdLDA. Defaults chosen on 20 Newsgroups validation documents (docs/results.md); the
     authors' setting is ``hidden=(100, 100), dropout=0.6, log_counts=False`` (Adam 2e-3, batch 200)."""
 
-    latent_dim: int = setting(20, "number of topics K (size of the document code)", min=1, max=100000)
-    hidden: tuple[int, ...] = setting((200, 200), "encoder hidden layer sizes", min=1)
-    dropout: float = setting(0.2, "dropout on the encoder's last hidden layer (and, for prodlda, on θ)", min=0,
-                             below=1)
-    log_counts: bool = setting(True, "the encoder reads log(1 + count) rather than counts, so that long documents "
-                               "do not dominate its input")
-    relevance: float = setting(0.75, "how topic words are ranked: λ·log p(w|topic) + (1 − λ)·log lift (Sievert & "
-                               "Shirley 2014); 1 = most probable words, 0 = most topic-specific", min=0, max=1)
+    latent_dim: int = default(TopicConfig, "latent_dim", 20)
+    hidden: tuple[int, ...] = default(TopicConfig, "hidden", (200, 200))
+    dropout: float = default(TopicConfig, "dropout", 0.2)
+    log_counts: bool = default(TopicConfig, "log_counts", True)
+    relevance: float = default(TopicConfig, "relevance", 0.75)
     alpha: float = setting(1.0, "concentration of the Dirichlet prior the Gaussian prior approximates", above=0)
 
 

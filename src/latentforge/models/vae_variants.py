@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..settings import setting
+from ..settings import default, setting
 from .base import Batch
 from .body import BodyConfig
 from .registry import register
@@ -19,7 +19,7 @@ from .vae import VAE, VAEConfig
 class BetaVAEConfig(VAEConfig):
     """Settings of the β-VAE."""
 
-    latent_dim: int = setting(10, "size of the latent code z", min=1)
+    latent_dim: int = default(VAEConfig, "latent_dim", 10)
     beta: float = setting(4.0, "weight of the KL term (β > 1 for disentangled codes)", min=0)
     kl_warmup: int = setting(0, "steps to ramp the KL weight from 0 to beta", min=0)
     capacity: float = setting(0.0, "target KL capacity in nats (Burgess et al. 2018); grows linearly over "

@@ -8,11 +8,10 @@ from pathlib import Path
 
 from torch import nn
 
-from ..data import Dataset, Splits
-from ..metrics import evaluate_model
-from ..train import Monitor, TrainResult
+from ..data import Splits
+from ..train import TrainResult
 from .base import RunOptions, register_task
-from .generate import GenerateTask, hold_out_rows, write_pictures
+from .generate import GenerateTask, hold_out_rows
 from .scoring import (ANOMALY_FIGURES, ANOMALY_METRICS, SCORES, SCORES_FILE, anomaly_scores, binary_labels,  # noqa: F401
                       check_detector_input, check_score, default_score, detection_metrics, parse_threshold,
                       reference_rows, score_run, scoring_data, store_reference_scores, threshold_from,
@@ -28,26 +27,18 @@ class AnomalyTask(GenerateTask):
     figures = ANOMALY_FIGURES
 
     def model_settings(self, model_cls: type, splits: Splits, given: dict, run: RunOptions) -> dict:
-        return dict(given)
+        return dict(given)  # a detector has no likelihood or classes to derive from the data
 
     def load(self, data: str, options: dict, run: RunOptions) -> Splits:
-        return hold_out_rows(super().load(data, options, run), seed=run.seed)
+        return hold_out_rows(super().load(data, options, run), seed=run.seed)  # images too, not only tables
 
     def check_training_data(self, splits: Splits) -> None:
         check_detector_input(splits.train)
 
-    def monitor(self, splits: Splits) -> Monitor | None:
-        return Monitor("val_loss", higher_is_better=False) if splits.validation is not None else None
-
-    def evaluate(self, model: nn.Module, test: Dataset, splits: Splits | None, *, k: int, device,
-                 max_iwae: int | None = None, progress: bool = False, features=None) -> dict:
-        return evaluate_model(model, test, k=k, max_iwae=max_iwae, device=device, progress=progress,
-                              features=features)
-
     def write_artifacts(self, run_dir: Path, model: nn.Module, splits: Splits, result: TrainResult,
                         run: RunOptions) -> dict:
-        out = write_run_anomaly(run_dir, model, splits)
-        write_pictures(run_dir, model, splits.test, result.history, monitor=self.monitor(splits))
+        out = write_run_anomaly(run_dir, model, splits)  # every detector run, tables and images alike
+        self.write_pictures(run_dir, model, splits.test, result.history, monitor=self.monitor(splits))
         return out
 
 
