@@ -108,6 +108,28 @@ def test_dae_noise_kinds_and_bad_spec() -> None:
             parse_noise(bad)
 
 
+def test_dae_clipped_noise_stays_in_the_unit_interval_and_needs_it() -> None:
+    """``clipped:σ`` is Gaussian noise then clipped to [0, 1] (grey levels); refused where values are not in [0, 1]."""
+    from latentforge.errors import UserError
+    from latentforge.models.autoencoder import corrupt, parse_noise
+
+    assert parse_noise("clipped:0.5") == ("clipped", 0.5)
+    x = torch.rand(2000, 16, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    noisy = corrupt(x, "clipped", 0.5)
+    assert float(noisy.min()) == 0.0 and float(noisy.max()) == 1.0  # σ = 0.5 pushes many values past both ends
+    inside = (noisy > 0) & (noisy < 1)
+    assert torch.allclose((noisy - x)[inside].abs().mean(), torch.tensor(0.3), atol=0.1)  # noise, not a copy
+    torch.manual_seed(0)
+    assert torch.equal(noisy, (x + 0.5 * torch.randn_like(x)).clamp(0, 1))
+    assert build_model("dae", input_shape=[1, 8, 8], noise="clipped:0.5").noise_kind == "clipped"
+    with pytest.raises(UserError, match="clips to"):
+        build_model("dae", input_shape=[4], likelihood="gaussian", noise="clipped:0.5")
+    for bad in ("clipped:-0.1", "clipped:nan"):
+        with pytest.raises(UserError):
+            parse_noise(bad)
+
+
 def test_vqvae_codebook_stats_and_prior(digits) -> None:
     model = build("vqvae")
     res = fit(model, digits.train, None, TrainConfig(epochs=3, batch_size=64, progress=False))

@@ -16,7 +16,7 @@ import typer
 
 from . import __version__
 from .errors import UserError
-from .io import atomic_path
+from .cli_common import out_file as _out_file, positive as _positive, save_array_or_png as _save_array_or_png
 from .settings import SettingError
 
 app = typer.Typer(
@@ -43,11 +43,6 @@ def _root(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
 ) -> None:
     DEBUG["on"] = debug
-
-
-def _positive(name: str, value: int) -> None:
-    if value < 1:
-        raise UserError(f"{name} must be at least 1, got {value}")
 
 
 def _model_help() -> str:
@@ -195,28 +190,6 @@ def _print_metrics(run_dir: Path) -> None:
 
 
 MAX_SAMPLES = 1_000_000
-
-
-def _out_file(out: Path, allowed: tuple[str, ...]) -> Path:
-    if out.suffix.lower() not in allowed:
-        raise UserError(f"--out must end in {' or '.join(allowed)}, got {out.name!r}")
-    if out.is_dir():
-        raise UserError(f"--out {out} is a folder; give a file name ending in {' or '.join(allowed)}")
-    if not out.parent.exists():
-        raise UserError(f"{out.parent}: folder does not exist; create it first")
-    return out
-
-
-def _save_array_or_png(arr, out: Path) -> None:
-    import numpy as np
-
-    from .plots import save_samples
-
-    if out.suffix.lower() == ".npy":
-        with atomic_path(out) as tmp:
-            np.save(tmp, arr)
-    else:
-        save_samples(arr.reshape(len(arr), -1, *arr.shape[-2:]) if arr.ndim == 4 else arr[:, None], out)
 
 
 @app.command()
@@ -536,6 +509,10 @@ def _flag_message(e: SettingError) -> str:
         return str(e.renamed(flag_name(e.param)))
     return str(e)
 
+
+from .cli_use import register as _register_use  # noqa: E402
+
+_register_use(app)  # embed, cluster, plot, denoise, upscale
 
 if __name__ == "__main__":
     sys.exit(main())

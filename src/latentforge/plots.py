@@ -101,17 +101,29 @@ def save_curves(history: list[dict], path: Path, *, monitor: str | None = None, 
     return Path(path)
 
 
-def embed_2d(z: np.ndarray, *, seed: int = 0) -> tuple[np.ndarray, str]:
-    """2-D coordinates of latent codes: the codes themselves if 2-D, else t-SNE (PCA-initialised)."""
+PROJECTIONS = ("auto", "pca", "umap", "tsne")
+
+
+def embed_2d(z: np.ndarray, *, seed: int = 0, method: str = "auto") -> tuple[np.ndarray, str]:
+    """2-D coordinates of latent codes: the codes themselves if 2-D, else a projection — ``auto`` is t-SNE
+    (PCA-initialised) for up to 5,000 points and PCA for more or for very few; ``pca``, ``umap``, ``tsne`` ask."""
+    if method not in PROJECTIONS:
+        raise ValueError(f"projection must be one of {', '.join(PROJECTIONS)}, got {method!r}")
     if z.shape[1] == 1:
         return np.c_[z[:, 0], np.zeros(len(z))], "z"
     if z.shape[1] == 2:
         return z, "z"
-    if len(z) < 30:  # t-SNE needs more points than its perplexity; a small test split gets PCA
+    if method == "auto":
+        method = "tsne" if 30 <= len(z) <= 5000 else "pca"
+    if method == "pca" or len(z) < 30:  # t-SNE and UMAP need more points than their neighbourhoods
         centred = z - z.mean(0)
         _, _, vt = np.linalg.svd(centred, full_matrices=False)
         xy = centred @ vt[:2].T
         return (np.c_[xy, np.zeros(len(z))] if xy.shape[1] < 2 else xy), "PCA of z"
+    if method == "umap":
+        import umap
+
+        return umap.UMAP(n_components=2, random_state=seed).fit_transform(z), "UMAP of z"
     from sklearn.manifold import TSNE
 
     perplexity = min(30.0, max(2.0, (len(z) - 1) / 3))
@@ -119,9 +131,9 @@ def embed_2d(z: np.ndarray, *, seed: int = 0) -> tuple[np.ndarray, str]:
 
 
 def save_latent_map(z: np.ndarray, labels: np.ndarray | None, path: Path, *, label_names: list[str] | None = None,
-                    seed: int = 0) -> Path:
-    """Scatter of the latent codes in 2-D, coloured by label when labels exist."""
-    xy, how = embed_2d(z, seed=seed)
+                    seed: int = 0, projection: str = "auto", what: str = "test samples") -> Path:
+    """Scatter of the latent codes in 2-D, coloured by label (or cluster) when given."""
+    xy, how = embed_2d(z, seed=seed, method=projection)
     plt, fig, ax = _figure((6, 5.5))
     if labels is not None:
         classes = np.unique(labels)
@@ -133,7 +145,7 @@ def save_latent_map(z: np.ndarray, labels: np.ndarray | None, path: Path, *, lab
         ax.legend(markerscale=3, fontsize=8, loc="best", ncol=2 if len(classes) > 10 else 1)
     else:
         ax.scatter(xy[:, 0], xy[:, 1], s=6, alpha=0.7)
-    ax.set_title(f"Latent space ({how}, {len(z)} test samples)")
+    ax.set_title(f"Latent space ({how}, {len(z):,} {what})")
     ax.set_xticks([])
     ax.set_yticks([])
     fig.tight_layout()
@@ -156,6 +168,34 @@ def save_traversals(model, z0, kl_per_dim: np.ndarray, path: Path, *, n_dims: in
         z[:, int(d)] = values
         rows.append(model.decode(z))
     return save_image(image_grid(torch.cat(rows).numpy(), nrow=steps), path)
+
+
+def save_interpolations(model, xa, xb, path: Path, *, steps: int = 10) -> Path:
+    """One row per pair (xa[i] → xb[i]): the two inputs at the ends and the decoded codes on the straight line
+    between their codes in between."""
+    import torch
+
+    za, zb = model.encode(xa)[0].flatten(1), model.encode(xb)[0].flatten(1)
+    t = torch.linspace(0, 1, steps)[None, :, None]
+    z = (za[:, None] * (1 - t) + zb[:, None] * t).reshape(-1, za.shape[1])
+    inner = model.decode(z).reshape(len(xa), steps, *xa.shape[1:])
+    rows = torch.cat([xa[:, None], inner, xb[:, None]], 1).reshape(-1, *xa.shape[1:])
+    return save_image(image_grid(rows.numpy(), nrow=steps + 2), path)
+
+
+def save_manifold(model, path: Path, *, n: int = 15, codes: np.ndarray | None = None) -> Path:
+    """Decoded images on an n×n grid over a 2-D latent space: at the prior's quantiles 5 %…95 % when
+    ``codes`` is None (a VAE), else over the 1st…99th percentile of the given codes (an autoencoder)."""
+    import torch
+    from scipy.stats import norm
+
+    if codes is None:
+        axes = [norm.ppf(np.linspace(0.05, 0.95, n))] * 2
+    else:
+        axes = [np.linspace(*np.percentile(codes[:, d], [1, 99]), n) for d in range(2)]
+    gx, gy = np.meshgrid(axes[0], axes[1][::-1])  # top row = high second coordinate, as on a chart
+    z = torch.as_tensor(np.c_[gx.ravel(), gy.ravel()], dtype=torch.float32)
+    return save_image(image_grid(model.decode(z).numpy(), nrow=n), path)
 
 
 def grid_cells(grid: np.ndarray, shape: tuple[int, int, int], n: int, *, nrow: int | None = None, pad: int = 1,

@@ -229,6 +229,35 @@ def run_test_data(config: dict, data: str | None) -> Dataset:
     return ds
 
 
+USE_SPLITS = ("test", "train", "all")
+
+
+def use_data(config: dict, data: str | None, split: str | None = None) -> Dataset:
+    """The rows a run's model is used on (``embed``, ``cluster``, ``denoise``, ``plot``): a file is read whole, in
+    its own row order; a data name (or, without ``data``, the run's own data) gives its ``split`` — test
+    (default), train (with the rows held out for validation) or all of them."""
+    from .data import NAMES
+    from .data.dataset import concat
+    from .tasks.scoring import scoring_data
+
+    if split is not None and split not in USE_SPLITS:
+        raise UserError(f"--split must be one of {', '.join(USE_SPLITS)}, got {split!r}")
+    if data is not None and data not in NAMES:
+        if model_class(config["model"]).task == "topics":
+            raise UserError("a topic model reads new text through its own vocabulary, which this command does not do "
+                            "yet; leave out --data to use the run's own documents")
+        if split not in (None, "all"):
+            raise UserError(f"{data} is a file: it is read whole, in its own order; drop --split {split}")
+        ds = scoring_data(data, config)
+    else:
+        splits = run_splits(config, data)
+        train = [splits.train] + ([splits.validation] if splits.validation is not None else [])
+        parts = {"test": [splits.test], "train": train, "all": train + [splits.test]}[split or "test"]
+        ds = concat(parts, name=f"{splits.name} ({split or 'test'})")
+    check_compatible(config, ds)
+    return ds
+
+
 def check_compatible(config: dict, ds: Dataset) -> None:
     """New data must look like what the model was trained on: shape, items, and the value range its
     likelihood needs (the same rules as at training)."""

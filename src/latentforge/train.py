@@ -76,6 +76,7 @@ class TrainResult:
     samples_seen: int = 0
     interrupted: bool = False
     best_epoch: int | None = None  # set when the model has a ``monitor``: the epoch whose weights it ends with
+    optimizers: dict[str, torch.optim.Optimizer] = field(default_factory=dict, repr=False)  # fit(optimizers=) goes on
 
     @property
     def samples_per_second(self) -> float:
@@ -193,6 +194,8 @@ def fit(
     monitor: Monitor | None = None,
     after_epoch: Callable[[int, Model], None] | None = None,
     finish_only: bool = False,
+    optimizers: dict[str, torch.optim.Optimizer] | None = None,
+    prepare: bool = True,
 ) -> TrainResult:
     """Train ``model`` on ``train``; with a ``run_dir``, checkpoint every epoch and allow resume.
 
@@ -202,6 +205,11 @@ def fit(
     ``after_epoch(epoch, model)`` runs after each epoch (a task's per-epoch files). ``finish_only``: a resumed
     run that already has all its epochs (it was stopped while being finished) returns its checkpoint's state
     instead of refusing.
+
+    ``optimizers`` (an earlier result's ``optimizers``) continues with those optimisers and their state (Adam's
+    moments and step counts) instead of new ones from ``model.configure_optimizers``; ``prepare=False`` skips
+    ``model.prepare``, whose statistics were fitted before. Together they train on a stream of chunks, one call
+    per chunk (the estimators' ``partial_fit``).
     """
     cfg.validate()
     here = distributed.world()  # under torchrun: this process's rank among the others
@@ -221,9 +229,12 @@ def fit(
     y_all = _labels(train) if model.uses_labels else None
     if y_all is not None:
         y_all = y_all.to(device)
-    optimizers = model.configure_optimizers(cfg.lr)
-    if here.distributed:
-        distributed.average_gradients_before_step(optimizers)
+    if optimizers is None:
+        optimizers = model.configure_optimizers(cfg.lr)
+        if here.distributed:  # hooks stay on the optimisers: registered once, when they are made
+            distributed.average_gradients_before_step(optimizers)
+    else:
+        optimizer_state_to_params(optimizers)  # the model may have moved since (e.g. kept on the CPU between calls)
     result = TrainResult()
     start_epoch = 0
     if resume:
@@ -239,7 +250,7 @@ def fit(
             torch.manual_seed(cfg.seed + 7919 * here.rank + 104729 * start_epoch)
         if start_epoch >= cfg.epochs and not finish_only:
             raise UserError(f"{run_dir} already has {start_epoch} epochs; ask for more with --epochs N (N > {start_epoch})")
-    else:
+    elif prepare:
         model.prepare(train)
     if monitor is None and validation is not None:
         monitor = Monitor("val_loss", higher_is_better=False)
@@ -324,8 +335,18 @@ def fit(
             print(f"\ninterrupted in epoch {epoch + 1}, before any epoch finished: nothing was saved", file=sys.stderr)
         raise
     result.best_epoch = best.restore(model)
+    result.optimizers = optimizers
     model.eval()
     return result
+
+
+def optimizer_state_to_params(optimizers: dict[str, torch.optim.Optimizer]) -> None:
+    """Move each optimiser's state onto the devices of its parameters, after ``model.to(...)`` moved them.
+    ``load_state_dict`` knows where each entry belongs (Adam's ``step`` stays on the CPU unless fused)."""
+    for opt in optimizers.values():
+        if any(torch.is_tensor(v) and v.device != p.device
+               for p, state in opt.state.items() for k, v in state.items() if k != "step"):
+            opt.load_state_dict(opt.state_dict())
 
 
 NOTE_EVERY = 30.0  # seconds between progress lines when stderr is not a terminal

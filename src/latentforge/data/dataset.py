@@ -104,6 +104,13 @@ class Dataset:
             return self.x.astype(np.float32).toarray()
         return (self.x.astype(np.float32) / self.scale) if self.scale != 1.0 else self.x.astype(np.float32)
 
+    def chunks(self, size: int):
+        """The samples as float32 model inputs, ``size`` rows at a time (sparse rows densified per chunk):
+        memory bounded by one chunk, for encoding or scoring a large set."""
+        for i in range(0, len(self), size):
+            rows = self.x[i : i + size]
+            rows = rows.toarray() if self.is_sparse else rows
+            yield rows.astype(np.float32) / self.scale if self.scale != 1.0 else rows.astype(np.float32)
 
     def head(self, n: int) -> np.ndarray:
         """The first ``n`` samples as float32 model inputs (densifies only those rows when sparse)."""
@@ -158,6 +165,19 @@ class Splits:
     name: str
     validation: Dataset | None = None
     extras: Any = None
+
+
+def concat(parts: list[Dataset], name: str | None = None) -> Dataset:
+    """The rows of ``parts`` one after another (labels kept only when every part has them)."""
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    if any(p.scale != first.scale or p.sample_shape != first.sample_shape for p in parts):
+        raise UserError("cannot join data sets of different shapes or scales")
+    x = sp.vstack([p.x for p in parts], format="csr") if first.is_sparse else np.concatenate([p.x for p in parts])
+    y = np.concatenate([p.y for p in parts]) if all(p.y is not None for p in parts) else None
+    return Dataset(x=x, y=y, name=name or first.name, scale=first.scale, label_names=first.label_names,
+                   meta={k: v for k, v in first.meta.items() if k != "value_range"})
 
 
 def holdout_split(data: Dataset, *, fraction: float = 0.1, seed: int = 0) -> Splits:

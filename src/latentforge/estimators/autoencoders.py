@@ -2,7 +2,9 @@
 
 ``VAE(latent_dim=20, epochs=10).fit(X)`` then ``transform``, ``inverse_transform``, ``reconstruct``,
 ``sample``, ``score_samples``; outputs are shaped like X's samples and in model units (grey levels in
-[0, 1] for images fitted as integers 0–255; a table's own units for a Gaussian decoder).
+[0, 1] for images fitted as integers 0–255; a table's own units for a Gaussian decoder). ``VAE``, ``BetaVAE``,
+``AutoEncoder`` and ``DenoisingAutoEncoder`` also learn online, ``partial_fit(chunk)`` per chunk of a stream
+(:meth:`~latentforge.estimators.base.ModelEstimator.partial_fit`; tests/test_partial_fit.py).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from ..errors import UserError
 from ..models.base import Likelihood, Sampler
 from ..tasks.base import n_classes
 from ..tasks.generate import choose_likelihood
+from ..tasks.represent import finite_rows
 from .base import ModelEstimator, not_fitted
 
 SCORE_DRAWS = 16  # posterior draws per sample of score_samples' ELBO
@@ -32,16 +35,6 @@ def check_count(n, what: str = "n") -> int:
     if n > 10_000_000:
         raise UserError(f"{what} is too large ({n}); ask for at most 10,000,000 at a time")
     return int(n)
-
-
-def finite_rows(out: np.ndarray, what: str) -> np.ndarray:
-    """``out`` when every row is finite; else an error naming the rows (values far outside what the model was
-    fitted on overflow it: a NaN would hide them)."""
-    bad = np.flatnonzero(~np.isfinite(out.reshape(len(out), -1)).all(1)) if len(out) else []
-    if len(bad):
-        raise UserError(f"{what}: rows {', '.join(map(str, bad[:5]))}{' …' if len(bad) > 5 else ''} give no finite "
-                        "result (values far outside the range the model was fitted on); check or remove them")
-    return out
 
 
 class AutoencoderEstimator(TransformerMixin, ModelEstimator):
@@ -142,6 +135,7 @@ class VAE(AutoencoderEstimator):
     """
 
     model_names = ("vae",)
+    partial_fit_refused = None
 
     def __init__(self, latent_dim: int = 20, hidden: Sequence[int] = (400,), likelihood: str = "auto",
                  beta: float = 1.0, arch: str = "auto", scaling: str = "standard", trim: float = 0.0, epochs: int = 10,
@@ -184,6 +178,9 @@ class CVAE(VAE):
     """Conditional VAE: ``fit(X, y)`` with integer labels, then ``sample(n, label=3)``."""
 
     model_names = ("cvae",)
+    # Its label embedding is sized by the labels fit sees; a first chunk without the highest class could not
+    # take that class later. (A classes= argument, as scikit-learn's classifiers have, would lift this.)
+    partial_fit_refused = "its number of classes is set from all the labels given to fit"
 
     def _model_settings(self, ds: Dataset) -> dict:
         return {**super()._model_settings(ds), "n_classes": n_classes(ds)}
@@ -205,6 +202,7 @@ class AutoEncoder(AutoencoderEstimator):
     """Deterministic autoencoder; ``decision_function`` is the reconstruction NLL (higher = more anomalous)."""
 
     model_names = ("ae",)
+    partial_fit_refused = None
 
     def __init__(self, latent_dim: int = 20, hidden: Sequence[int] = (400,), likelihood: str = "auto",
                  arch: str = "auto", scaling: str = "standard", trim: float = 0.0, epochs: int = 10,

@@ -4,10 +4,14 @@
 model from the data, train, keep the fitted facts); subclasses fill in small hooks. ``save_pretrained`` and
 ``from_pretrained`` are written once: ``config.json`` names the estimator class, so :func:`latentforge.load`
 returns the class that was saved. ``__init__`` only stores parameters; fitted attributes end in ``_``.
+
+``partial_fit`` (online learning on a stream of chunks) is the same template, one epoch per chunk, for the
+estimators whose whole fitted state is the model (``partial_fit_refused = None``); the others do not have it.
 """
 
 from __future__ import annotations
 
+import copy
 import shutil
 import tempfile
 from pathlib import Path
@@ -16,6 +20,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator
+from sklearn.utils.metaestimators import available_if
 
 from ..checkpoint import CONFIG, TRAIN_STATE, WEIGHTS, load_model, read_config, save_model
 from ..data import Dataset, from_array
@@ -23,7 +28,7 @@ from ..errors import UserError
 from ..io import replace_folder, write_json
 from ..models import model_class
 from ..settings import SettingError
-from ..train import Monitor, TrainConfig, fit
+from ..train import Monitor, TrainConfig, fit, optimizer_state_to_params
 
 TRAIN_PARAMS = ("epochs", "batch_size", "lr", "random_state", "device", "verbose")
 TRAIN_NAMES = {"seed": "random_state", "progress": "verbose"}  # TrainConfig field → estimator parameter
@@ -44,6 +49,11 @@ class ModelEstimator(BaseEstimator):
 
     model_names: ClassVar[tuple[str, ...]] = ()
     extra_params: ClassVar[tuple[str, ...]] = ()  # parameters that are neither model settings nor training ones
+    # Why this estimator has no partial_fit, or None where it has one: only estimators whose whole fitted state
+    # is the model (no threshold, scores or vocabulary over all training rows) can learn chunk by chunk.
+    partial_fit_refused: ClassVar[str | None] = (
+        "its fitted state beyond the model's weights (thresholds, training scores, vocabularies or item maps) "
+        "is computed over the whole training set at once")
 
     def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)
@@ -79,10 +89,10 @@ class ModelEstimator(BaseEstimator):
         """Fitted state beyond the model, from a saved directory."""
 
     # --- the template --------------------------------------------------------------------------------
-    def _train_config(self, n: int) -> TrainConfig:
+    def _train_config(self, n: int, **given) -> TrainConfig:
         values = {"epochs": self._epochs(n), "batch_size": self.batch_size, "lr": self.lr,
                   "seed": 0 if self.random_state is None else self.random_state, "device": self.device,
-                  "progress": bool(self.verbose), "patience": getattr(self, "patience", None)}
+                  "progress": bool(self.verbose), "patience": getattr(self, "patience", None), **given}
         try:
             return TrainConfig(**values)
         except SettingError as e:
@@ -92,28 +102,92 @@ class ModelEstimator(BaseEstimator):
         return self.epochs
 
     def fit(self, X, y=None):
-        """Train on X (``y`` only for models that use labels); returns self."""
+        """Train on X (``y`` only for models that use labels); returns self. Always starts afresh, also after
+        ``partial_fit``."""
         ds = self._dataset(X, y if model_class(self._model_name()).uses_labels else None)
         self._train_config(len(ds))  # bad training parameters fail before any work
         train, held = self._split(ds)
         cfg = self._train_config(len(train))  # epochs=None counts the rows actually fitted on
-        torch.manual_seed(cfg.seed)  # initial weights come from random_state, too
-        cls = model_class(self._model_name())
-        settings = self._model_settings(ds)
-        try:
-            model = cls(input_shape=list(ds.sample_shape), **settings)
-        except SettingError as e:
-            raise UserError(str(e)) from None
-        except (RuntimeError, MemoryError) as e:  # sizes that cannot be allocated
-            raise UserError(f"cannot build {cls.registry_name} with these sizes ({str(e).splitlines()[0]}); "
-                            "use smaller latent_dim/hidden") from None
+        model = self._new_model(ds, cfg.seed)
         if held is None:
             cfg.patience = None  # nothing held out to stop by
         result = fit(model, train, None, cfg, validation=held, monitor=self._monitor(ds))
         self.model_ = model.cpu().eval()
         self.history_ = result.history
+        for stale in ("_optimizers", "n_partial_fit_calls_"):  # a partial_fit stream before this fit is over
+            self.__dict__.pop(stale, None)
         self._set_facts(ds, X)
         self._after_fit(ds, train, held)
+        return self
+
+    def _new_model(self, ds: Dataset, seed: int):
+        """The model built for the data in ``ds``, its initial weights drawn from ``seed``."""
+        torch.manual_seed(seed)  # initial weights come from random_state, too
+        cls = model_class(self._model_name())
+        settings = self._model_settings(ds)
+        try:
+            return cls(input_shape=list(ds.sample_shape), **settings)
+        except SettingError as e:
+            raise UserError(str(e)) from None
+        except (RuntimeError, MemoryError) as e:  # sizes that cannot be allocated
+            raise UserError(f"cannot build {cls.registry_name} with these sizes ({str(e).splitlines()[0]}); "
+                            "use smaller latent_dim/hidden") from None
+
+    def _learns_incrementally(self) -> bool:
+        if self.partial_fit_refused is not None:
+            raise AttributeError(f"{type(self).__name__} has no partial_fit: {self.partial_fit_refused}. Call "
+                                 "fit(X) with all the data instead")
+        return True
+
+    @available_if(_learns_incrementally)
+    def partial_fit(self, X, y=None):
+        """Online learning: one pass (one epoch, in mini-batches of ``batch_size``) over the chunk X with the one
+        trainer, continuing the model and its optimiser state (Adam's moments) from the previous call; returns self.
+
+        The first call on an unfitted estimator builds the model from this chunk, as ``fit`` does from all the
+        data: the sample shape, the value scale (uint8 images: 255), the likelihood (``"auto"``: Bernoulli when the
+        chunk is in [0, 1]) and data statistics such as the Gaussian decoder's standardisation all come from the
+        **first chunk**, so make it representative. Later chunks are read exactly like ``transform``'s input (the
+        same sample shape, integer grey levels divided by the first chunk's scale, values in [0, 1] for a
+        Bernoulli model) and change none of these. ``epochs`` is not used (one pass per call); each call's
+        shuffling and noise come from a generator seeded by ``random_state`` and the call number, so the same
+        ``random_state`` and chunks in the same order give the same weights. ``history_`` grows by a row per call,
+        ``n_partial_fit_calls_`` counts the calls since the model was built (or fitted, or loaded). ``y`` is
+        ignored (scikit-learn's signature).
+
+        After ``fit`` or ``from_pretrained`` it continues from those weights and statistics with a new optimiser
+        (``lr``): neither keeps the optimiser's state, so Adam's moments start again. ``fit`` after
+        ``partial_fit`` starts afresh. Between calls the model and the optimiser's state are kept on the CPU.
+        """
+        calls = getattr(self, "n_partial_fit_calls_", 0) + 1
+        first = not hasattr(self, "model_")
+        if first:
+            chunk = self._dataset(X)
+            cfg = self._train_config(len(chunk), epochs=1, patience=None)  # bad parameters fail before any work
+            model, optimizers, undo = self._new_model(chunk, cfg.seed), None, None
+        else:  # a later chunk: read as transform reads X, against what the model was built for
+            chunk = Dataset(x=self._tensor(X).numpy(), name="X")
+            cfg = self._train_config(len(chunk), epochs=1, patience=None)
+            model, optimizers = self.model_, getattr(self, "_optimizers", None)
+            undo = _snapshot(model, optimizers)
+        cfg.seed = _call_seed(cfg.seed, calls)
+        try:
+            result = fit(model, chunk, None, cfg, optimizers=optimizers, prepare=first)
+        except BaseException:  # a diverged or interrupted pass leaves the model as the previous call left it
+            if undo is not None:
+                undo()
+            raise
+        self.model_ = model.cpu().eval()
+        optimizer_state_to_params(result.optimizers)  # off the GPU between calls, like the model
+        self._optimizers = result.optimizers
+        if first:
+            self.history_ = []
+            self._set_facts(chunk, X)
+        elif self.value_range_ is not None:  # the range fitted on: over every chunk so far
+            lo, hi = chunk.value_range
+            self.value_range_ = (min(self.value_range_[0], lo), max(self.value_range_[1], hi))
+        self.history_.append({**result.history[-1], "epoch": len(self.history_) + 1, "n_samples": len(chunk)})
+        self.n_partial_fit_calls_ = calls
         return self
 
     def _set_facts(self, ds: Dataset, X) -> None:
@@ -223,6 +297,27 @@ class ModelEstimator(BaseEstimator):
         est.history_ = []
         est._load_extra(directory, config)
         return est
+
+
+def _snapshot(model, optimizers: dict | None):
+    """A function that puts back the model's weights and the optimisers' state as they are now (on the CPU)."""
+    weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    states = {k: copy.deepcopy(opt.state_dict()) for k, opt in (optimizers or {}).items()}
+
+    def undo() -> None:
+        model.load_state_dict(weights)
+        model.cpu().eval()
+        for k, opt in (optimizers or {}).items():
+            opt.load_state_dict(states[k])
+
+    return undo
+
+
+def _call_seed(random_state: int, call: int) -> int:
+    """The seed of partial_fit's ``call``-th call (from 1): the chunks' orders and noise differ from call to call
+    and are the same for the same ``random_state``."""
+    state = np.random.SeedSequence([int(random_state), call]).generate_state(1, np.uint64)[0]
+    return int(state >> np.uint64(3))  # below 2**61: a valid TrainConfig seed
 
 
 def _integer_input(X) -> bool:

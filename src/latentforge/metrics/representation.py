@@ -18,15 +18,25 @@ def cluster_acc(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return float(counts[rows, cols].sum() / len(y_true))
 
 
+def clustering_scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """Clusters against labels: ACC (Hungarian matching), NMI and ARI."""
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    y_true, y_pred = np.asarray(y_true).reshape(-1), np.asarray(y_pred).reshape(-1)
+    if len(y_true) != len(y_pred) or len(y_true) == 0:
+        raise ValueError(f"need one cluster per label, got {len(y_pred)} clusters for {len(y_true)} labels")
+    return {"acc": cluster_acc(y_true, y_pred), "nmi": float(normalized_mutual_info_score(y_true, y_pred)),
+            "ari": float(adjusted_rand_score(y_true, y_pred))}
+
+
 def kmeans_scores(z: np.ndarray, y: np.ndarray, *, seed: int = 0) -> dict[str, float]:
     """k-means with k = number of classes on standardised codes: ACC, NMI, ARI."""
     from sklearn.cluster import KMeans
-    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
     zs = (z - z.mean(0)) / (z.std(0) + 1e-8)
     pred = KMeans(n_clusters=len(np.unique(y)), n_init=10, random_state=seed).fit_predict(zs)
-    return {"kmeans_acc": cluster_acc(y, pred), "nmi": float(normalized_mutual_info_score(y, pred)),
-            "ari": float(adjusted_rand_score(y, pred))}
+    s = clustering_scores(y, pred)
+    return {"kmeans_acc": s["acc"], "nmi": s["nmi"], "ari": s["ari"]}
 
 
 def linear_probe_acc(z: np.ndarray, y: np.ndarray, *, seed: int = 0) -> float:

@@ -12,18 +12,21 @@ from .base import Batch
 from .body import Body, BodyConfig
 from .registry import register
 
-NOISES = ("gaussian", "mask", "saltpepper")
+NOISES = ("gaussian", "clipped", "mask", "saltpepper")
 
 
 def parse_noise(spec: str) -> tuple[str, float]:
-    """``"gaussian:0.3"`` → ("gaussian", 0.3): σ of added noise, or the fraction masked / flipped."""
+    """``"gaussian:0.3"`` → ("gaussian", 0.3): σ of added noise (``clipped``: then clipped to [0, 1]), or the
+    fraction masked / flipped."""
     kind, _, level = spec.partition(":")
     try:
         value = float(level)
     except ValueError:
-        raise SettingError("noise", f"must look like gaussian:0.3, mask:0.5 or saltpepper:0.1; got {spec!r}") from None
-    if kind not in NOISES or value < 0 or (kind != "gaussian" and value > 1):
-        raise SettingError("noise", f"must be one of gaussian:σ, mask:p, saltpepper:p (0 ≤ p ≤ 1); got {spec!r}")
+        raise SettingError("noise", f"must look like gaussian:0.3, clipped:0.5, mask:0.5 or saltpepper:0.1; "
+                           f"got {spec!r}") from None
+    if kind not in NOISES or not value >= 0 or (kind in ("mask", "saltpepper") and value > 1):
+        raise SettingError("noise", f"must be one of gaussian:σ, clipped:σ, mask:p, saltpepper:p (0 ≤ p ≤ 1); "
+                           f"got {spec!r}")
     return kind, value
 
 
@@ -31,6 +34,8 @@ def corrupt(x: torch.Tensor, kind: str, level: float) -> torch.Tensor:
     """A noisy copy of x (values in the units the model sees)."""
     if kind == "gaussian":
         return x + level * torch.randn_like(x)
+    if kind == "clipped":  # sensor-like noise on grey levels in [0, 1]: what a saturated image keeps
+        return (x + level * torch.randn_like(x)).clamp(0.0, 1.0)
     keep = torch.rand_like(x) >= level
     if kind == "mask":
         return x * keep
@@ -47,11 +52,15 @@ class AEConfig(BodyConfig):
 class DAEConfig(BodyConfig):
     """Settings of the denoising autoencoder."""
 
-    noise: str = setting("mask:0.3", "corruption while training: gaussian:σ, mask:p or saltpepper:p")
+    noise: str = setting("mask:0.3", "corruption while training: gaussian:σ, clipped:σ (Gaussian, then clipped to "
+                         "[0, 1]), mask:p or saltpepper:p")
 
     def check(self) -> None:
         super().check()
-        parse_noise(self.noise)
+        kind, _ = parse_noise(self.noise)
+        if kind == "clipped" and self.likelihood == "gaussian":
+            raise SettingError("noise", f"{self.noise} clips to [0, 1], which only fits values in [0, 1] (bernoulli "
+                               "or cb likelihood); for other data use gaussian:σ")
 
 
 @register("ae", AEConfig, task="generate")
@@ -90,8 +99,8 @@ class AutoEncoder(Body):
 
 @register("dae", DAEConfig, task="generate")
 class DenoisingAutoEncoder(AutoEncoder):
-    """Trained to reconstruct clean inputs from corrupted ones (``noise="gaussian:0.3"``, ``"mask:0.5"``,
-    ``"saltpepper:0.1"``); corruption only while training."""
+    """Trained to reconstruct clean inputs from corrupted ones (``noise="gaussian:0.3"``, ``"clipped:0.5"``,
+    ``"mask:0.5"``, ``"saltpepper:0.1"``); corruption only while training."""
 
     def __init__(self, c: DAEConfig) -> None:
         super().__init__(c)

@@ -16,7 +16,7 @@ from .. import plots
 from ..data import Dataset, Splits
 from ..errors import UserError
 from ..metrics import evaluate_model
-from ..models.base import AnomalyScorer, Codebook, Encoder, Likelihood, ProgressFrames, Reconstructor, Sampler
+from ..models.base import AnomalyScorer, Codebook, Decoder, Encoder, Likelihood, ProgressFrames, Reconstructor, Sampler
 from ..train import Monitor, TrainResult
 from .base import Figure, Metric, RunOptions, Task, n_classes, register_task
 from .scoring import write_run_anomaly
@@ -59,6 +59,10 @@ GENERATIVE_FIGURES = (
     Figure("codebook.png", "Codebook usage", "How often each VQ-VAE codeword was assigned during training."),
     Figure("traversals.png", "Latent traversals", "One row per latent dimension (most informative first, by KL): "
            "a test sample's code with that dimension swept from −3 to +3."),
+    Figure("interpolations.png", "Interpolations", "Pairs of test inputs (first and last column) and the decoded "
+           "points on the straight line between their codes."),
+    Figure("manifold.png", "Latent manifold", "Decoded images on a grid over the 2-D latent space (a VAE: the prior's "
+           "5–95 % quantiles; an autoencoder: the codes' 1–99th percentiles)."),
     Figure("gan_progress.png", "Training progress", "Samples from the same fixed noise after each epoch (a selection, "
            "top to bottom), drawn by the averaged (EMA) generator: the frames of the training animation."),
 )
@@ -176,3 +180,16 @@ def write_pictures(run_dir: Path, model: nn.Module, test: Dataset, history: list
         if logvar is not None and isinstance(model, Likelihood) and test.is_image and not model.uses_labels:
             kl_per_dim = model.kl(mu[:, :, None], logvar[:, :, None]).mean(0)  # (latent,) average KL per dim
             plots.save_traversals(model, mu[0], kl_per_dim.numpy(), run_dir / "traversals.png")
+        if isinstance(model, Decoder) and mu.dim() == 2 and test.is_image and not model.uses_labels:
+            write_latent_pictures(run_dir, model, test, codes=mu.flatten(1).numpy(), variational=logvar is not None)
+
+
+def write_latent_pictures(run_dir: Path, model: nn.Module, test: Dataset, *, codes: np.ndarray,
+                          variational: bool) -> None:
+    """interpolations.png (8 pairs of test inputs) and, for a 2-D latent space, manifold.png."""
+    n = min(len(test), 16) // 2
+    if n >= 1:
+        x = torch.from_numpy(test.head(2 * n))
+        plots.save_interpolations(model, x[:n], x[n:], Path(run_dir) / "interpolations.png")
+    if codes.shape[1] == 2:
+        plots.save_manifold(model, Path(run_dir) / "manifold.png", codes=None if variational else codes)
