@@ -71,6 +71,10 @@ def test_every_model_trains_and_does_what_it_declares(name: str) -> None:
             assert torch.equal(s, again)  # a seed gives the same samples
         if "reconstruct" in caps:
             assert model.reconstruct(x).shape == x.shape
+        if "denoise" in caps:
+            noisy = model.corrupted(x, seed=3)
+            assert noisy.shape == x.shape and not torch.equal(noisy, x)
+            assert torch.equal(noisy, model.corrupted(x, seed=3))  # the seed gives the same noise
         if "anomaly_score" in caps:
             a = model.anomaly_score(x)
             assert a.shape == (5,) and torch.isfinite(a).all()

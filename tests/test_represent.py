@@ -194,3 +194,12 @@ def test_report_shows_interpolations_and_a_2d_manifold(runs) -> None:
     assert (runs / "ae2" / "manifold.png").exists() and (runs / "ae2" / "interpolations.png").exists()
     html = (runs / "ae2" / "report.html").read_text()
     assert "Latent manifold" in html and "Interpolations" in html
+
+
+def test_a_dae_run_reports_how_much_it_denoises(tmp_path) -> None:
+    run = tmp_path / "dae"
+    assert main(["train", "dae", "--data", "digits", "--epochs", "8", "--noise", "clipped:0.3", "--out", str(run)]) == 0
+    test = json.loads((run / "metrics.json").read_text())["test"]
+    assert test["denoise_psnr"] > test["noisy_psnr"]  # it removes some of its own training noise
+    assert 0 < test["denoise_ssim"] <= 1
+    assert (run / "denoising.png").exists() and "Denoising" in (run / "report.html").read_text()

@@ -166,3 +166,16 @@ def test_bad_text_input_is_one_clear_error(tmp_path, capsys, monkeypatch) -> Non
     assert "--min-rating apply to the recommend task's data" in cli_error(
         capsys, "--data", str(tmp_path / "t.csv"), "--min-rating", "3")
     assert not list(tmp_path.glob("runs*")) and not (tmp_path / "runs").exists()
+
+
+def test_counts_are_moved_to_a_trained_models_columns() -> None:
+    """Another bag of words (other words, other order) read for a trained model: each word to the model's column,
+    words the model does not know dropped — never the same column number meaning another word."""
+    import scipy.sparse as sp
+
+    from latentforge.data.text import remap_columns
+
+    counts = sp.csr_matrix(np.array([[1, 2, 3], [0, 5, 0]], dtype=np.float32))
+    moved = remap_columns(counts, ["zebra", "apple", "car"], ["car", "apple", "dog"])
+    np.testing.assert_array_equal(moved.toarray(), [[3, 2, 0], [0, 5, 0]])
+    assert remap_columns(counts, ["a", "b", "c"], ["a", "b", "c"]) is counts

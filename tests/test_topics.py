@@ -158,3 +158,21 @@ def test_cli_end_to_end_on_a_tiny_text_folder(tmp_path, capsys) -> None:
     assert sorted(set(t["words"]) <= set(FRUIT) for t in table["topics"]) == [False, True]
     assert main(["topics", str(run), "--top", "0"]) == 2 and main(["topics", str(run), "--top", "21"]) == 2
     assert main(["topics", str(tmp_path / "docs")]) == 2  # not a run
+    capsys.readouterr()
+    assert main(["embed", str(run), "--split", "all", "--out", str(tmp_path / "z.npy")]) == 0  # documents' codes
+    assert np.load(tmp_path / "z.npy").shape == (100, 2)
+    capsys.readouterr()
+    assert main(["cluster", str(run), "--split", "all", "--k", "2", "--json"]) == 0
+    clusters = json.loads(capsys.readouterr().out)
+    assert clusters["n"] == 100 and clusters["acc"] > 0.9  # the two planted themes are found again
+    other = tmp_path / "other"  # new text, with words the model never saw: counted over the model's vocabulary
+    other.mkdir()
+    (other / "a.txt").write_text("apple banana cherry grape unknownword another")
+    (other / "b.txt").write_text("engine wheel brake clutch gearbox")
+    (other / "c.txt").write_text("nothing of the vocabulary here")
+    assert main(["embed", str(run), "--data", str(other), "--out", str(tmp_path / "w.npy")]) == 0
+    assert np.load(tmp_path / "w.npy").shape == (3, 2)  # every document, in order, also the one without known words
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--data", str(tmp_path / "docs"), "--json"]) == 0  # same corpus, same columns
+    again = json.loads(capsys.readouterr().out)["test"]
+    assert again["npmi"] == pytest.approx(test["npmi"]) and again["perplexity"] == pytest.approx(test["perplexity"], rel=1e-4)

@@ -15,6 +15,7 @@ _LAZY = {
     "MultVAE": "estimators", "MultDAE": "estimators",
     "DeepSVDD": "estimators", "AEDetector": "estimators", "EnsembleDetector": "estimators",
     "TopicModel": "estimators",
+    "cluster_codes": "tasks.represent", "clustering_scores": "metrics.representation",
 }
 
 __all__ = ["UserError", "__version__", *_LAZY]

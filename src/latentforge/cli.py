@@ -82,6 +82,9 @@ def train(
                                         "GPUs): each global batch is split between them. Several machines: "
                                         "torchrun --nnodes M --node-rank R --rdzv-endpoint HOST:PORT -m latentforge.cli "
                                         "train …"),
+    stream: str = typer.Option("auto", "--stream", help="on, off or auto: read the data from disk a block at a time "
+                               "instead of into memory (.npy, folders of .npy/.npz shards, .parquet). auto: shard "
+                               "folders, and files larger than a quarter of the memory."),
     patience: Optional[int] = typer.Option(None, "--patience", help="Early stopping: stop after this many epochs "
                                            "without improvement of the value the task watches (default: off)."),
     min_rating: Optional[float] = typer.Option(None, "--min-rating", help="Interaction data: ratings at or above this "
@@ -131,7 +134,7 @@ def train(
     if eval_k < 0:
         raise UserError(f"--eval-k must be 0 or more, got {eval_k}")
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, compile=compile,
-                      binarize=binarize, patience=patience)
+                      binarize=binarize, patience=patience, stream=stream)
     data_options = {"min_rating": min_rating, "user_col": user_col, "item_col": item_col, "rating_col": rating_col,
                     "text_column": text_column, "encoding": encoding, "vocab_size": vocab_size, "min_df": min_df,
                     "max_df": max_df}

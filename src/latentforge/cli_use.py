@@ -170,7 +170,7 @@ def denoise(
 
 def _compare_to_clean(config: dict, clean: str, noisy, cleaned) -> None:
     from .metrics.reconstruction import psnr, ssim
-    from .tasks.scoring import scoring_data
+    from .tasks.base import scoring_data
 
     ref = scoring_data(clean, config)
     if len(ref) != len(noisy):

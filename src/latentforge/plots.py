@@ -131,27 +131,46 @@ def embed_2d(z: np.ndarray, *, seed: int = 0, method: str = "auto") -> tuple[np.
 
 
 def save_latent_map(z: np.ndarray, labels: np.ndarray | None, path: Path, *, label_names: list[str] | None = None,
-                    seed: int = 0, projection: str = "auto", what: str = "test samples") -> Path:
-    """Scatter of the latent codes in 2-D, coloured by label (or cluster) when given."""
+                    seed: int = 0, projection: str = "auto", what: str = "test samples",
+                    clusters: np.ndarray | None = None, cluster_title: str = "k-means clusters") -> Path:
+    """Scatter of the latent codes in 2-D, coloured by label (or cluster) when given; with ``clusters`` a
+    second panel, the same points coloured by cluster, to see which classes the clusters merge or split."""
     xy, how = embed_2d(z, seed=seed, method=projection)
-    plt, fig, ax = _figure((6, 5.5))
-    if labels is not None:
-        classes = np.unique(labels)
-        cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
-        for i, c in enumerate(classes):
-            m = labels == c
-            name = label_names[int(c)] if label_names is not None and 0 <= int(c) < len(label_names) else str(c)
-            ax.scatter(xy[m, 0], xy[m, 1], s=6, color=cmap(i % cmap.N), label=name, alpha=0.8)
-        ax.legend(markerscale=3, fontsize=8, loc="best", ncol=2 if len(classes) > 10 else 1)
-    else:
-        ax.scatter(xy[:, 0], xy[:, 1], s=6, alpha=0.7)
-    ax.set_title(f"Latent space ({how}, {len(z):,} {what})")
-    ax.set_xticks([])
-    ax.set_yticks([])
+    panels = [(labels, label_names, f"Latent space ({how}, {len(z):,} {what})")]
+    if clusters is not None:
+        panels.append((clusters, None, f"{cluster_title} ({len(np.unique(clusters))})"))
+    plt, fig, axes = _figure((6 * len(panels), 5.5))
+    if clusters is not None:
+        fig.clf()
+        axes = fig.subplots(1, len(panels))
+    for ax, (colour, names, title) in zip(np.atleast_1d(axes), panels):
+        _scatter(plt, ax, xy, colour, names)
+        ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
+
+
+def _scatter(plt, ax, xy: np.ndarray, colour: np.ndarray | None, names: list[str] | None) -> None:
+    if colour is None:
+        ax.scatter(xy[:, 0], xy[:, 1], s=6, alpha=0.7)
+    else:
+        classes = np.unique(colour)
+        cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+        for i, c in enumerate(classes):
+            m = colour == c
+            name = names[int(c)] if names is not None and 0 <= int(c) < len(names) else str(c)
+            ax.scatter(xy[m, 0], xy[m, 1], s=6, color=cmap(i % cmap.N), label=name, alpha=0.8)
+        ax.legend(markerscale=3, fontsize=8, loc="best", ncol=2 if len(classes) > 10 else 1)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def save_denoising(noisy: np.ndarray, cleaned: np.ndarray, clean: np.ndarray, path: Path, *, per_row: int = 8) -> Path:
+    """Triples of rows: corrupted inputs, the model's clean estimate, the originals."""
+    n = min(len(noisy), per_row)
+    return save_image(image_grid(np.concatenate([noisy[:n], cleaned[:n], clean[:n]]), nrow=n), path)
 
 
 def save_traversals(model, z0, kl_per_dim: np.ndarray, path: Path, *, n_dims: int = 10, steps: int = 9,

@@ -129,7 +129,7 @@ def train_run(
     cls = model_class(model_name)
     task = get_task(cls.task)
     given = model_arguments(model_name, given)
-    run = RunOptions(binarize=cfg.binarize, seed=cfg.seed, eval_k=eval_k, device=cfg.device)
+    run = RunOptions(binarize=cfg.binarize, seed=cfg.seed, eval_k=eval_k, device=cfg.device, stream=cfg.stream)
     splits = task.load(data, data_options, run)
     task.check_training_data(splits)
     torch.manual_seed(cfg.seed)  # initial weights come from the seed, too
@@ -238,17 +238,15 @@ def use_data(config: dict, data: str | None, split: str | None = None) -> Datase
     (default), train (with the rows held out for validation) or all of them."""
     from .data import NAMES
     from .data.dataset import concat
-    from .tasks.scoring import scoring_data
+    from .data.text import NEWSGROUPS
+    from .tasks.base import run_options
 
     if split is not None and split not in USE_SPLITS:
         raise UserError(f"--split must be one of {', '.join(USE_SPLITS)}, got {split!r}")
-    if data is not None and data not in NAMES:
-        if model_class(config["model"]).task == "topics":
-            raise UserError("a topic model reads new text through its own vocabulary, which this command does not do "
-                            "yet; leave out --data to use the run's own documents")
+    if data is not None and data not in NAMES and data != NEWSGROUPS:
         if split not in (None, "all"):
             raise UserError(f"{data} is a file: it is read whole, in its own order; drop --split {split}")
-        ds = scoring_data(data, config)
+        ds = get_task(model_class(config["model"]).task).read_rows(data, config, run_options(config))
     else:
         splits = run_splits(config, data)
         train = [splits.train] + ([splits.validation] if splits.validation is not None else [])

@@ -24,7 +24,8 @@ from torch import nn
 
 from . import distributed
 from .checkpoint import load_training_extra, load_training_state, save_training_state
-from .data import Batcher, Dataset
+from .data import Batcher, Dataset, StreamBatcher
+from .data.stream_batcher import eval_batches
 from .errors import UserError
 from .io import atomic_path
 from .models.base import Batch, Model
@@ -47,6 +48,9 @@ class TrainConfig(Settings):
     eval_batch_size: int = setting(1000, "batch size of evaluation passes", min=1)
     patience: int | None = setting(None, "early stopping: epochs without improvement of the monitored value",
                                    min=1)
+    stream: str = setting("auto", "read the data from disk a block at a time instead of into memory: on, off or auto "
+                          "(.npy and Parquet files larger than a quarter of the memory, and folders of .npy/.npz "
+                          "shards)", choices=("auto", "on", "off"))
 
     def check(self) -> None:
         if not isinstance(self.device, str):
@@ -154,7 +158,9 @@ def evaluate_loss(model: nn.Module, data: Dataset, *, batch_size: int = 1000, de
     labels = _labels(data) if model.uses_labels else None
     sums: dict[str, float] = {}
     n = 0
-    for xb, yb in Batcher(data.tensor(), labels, batch_size=batch_size, scale=data.scale, shuffle=False, device=device):
+    batches = (eval_batches(data, labels, batch_size=batch_size, device=device) if data.streamed else
+               Batcher(data.tensor(), labels, batch_size=batch_size, scale=data.scale, shuffle=False, device=device))
+    for xb, yb in batches:
         out = model.loss(Batch(xb, yb))
         for k, v in out.items():
             sums[k] = sums.get(k, 0.0) + float(v) * len(xb)
@@ -225,10 +231,13 @@ def fit(
         torch.manual_seed(cfg.seed + 7919 * here.rank)
     if model.uses_labels and train.y is None:
         raise UserError(f"model {model.registry_name!r} needs labels, but {train.name} has none")
-    x_all = train.tensor(device)
+    if cfg.stream == "on" and not train.streamed:
+        raise UserError(f"--stream on: {train.name} was read into memory; streaming applies to .npy files, folders of "
+                        ".npy/.npz shards and .parquet files (models of the generate task); drop --stream on")
     y_all = _labels(train) if model.uses_labels else None
     if y_all is not None:
         y_all = y_all.to(device)
+    x_all = None if train.streamed else train.tensor(device)  # streamed: read a window at a time by the batcher
     if optimizers is None:
         optimizers = model.configure_optimizers(cfg.lr)
         if here.distributed:  # hooks stay on the optimisers: registered once, when they are made
@@ -245,6 +254,11 @@ def fit(
         result.history = state["history"]
         result.train_seconds = state.get("train_seconds", 0.0)
         result.samples_seen = state.get("samples_seen", 0)
+        if bool(state.get("streamed", False)) != train.streamed:  # the two paths serve rows in different orders
+            how = {True: "streamed from disk", False: "read into memory"}
+            raise UserError(f"{run_dir} was trained on data {how[bool(state.get('streamed', False))]}, but the data is "
+                            f"now {how[train.streamed]} (the memory budget changed?); resume with the same --stream "
+                            "setting on a machine with as much memory, or train a new run")
         _set_rng_state(rng, batch_gen, device)
         if here.distributed:  # rank 0's saved state is the batch order's; each rank's noise its own again
             torch.manual_seed(cfg.seed + 7919 * here.rank + 104729 * start_epoch)
@@ -255,9 +269,13 @@ def fit(
     if monitor is None and validation is not None:
         monitor = Monitor("val_loss", higher_is_better=False)
     best = KeepBest(monitor, result.history, load_training_extra(run_dir, "best") if resume else None)
-    batcher = Batcher(x_all, y_all, batch_size=cfg.batch_size, scale=train.scale, generator=batch_gen,
-                      binarize="dynamic" if cfg.binarize == "dynamic" else None, device=device,
-                      shard=(here.rank, here.size))
+    binarize = "dynamic" if cfg.binarize == "dynamic" else None
+    if train.streamed:
+        batcher = StreamBatcher(train, y_all, batch_size=cfg.batch_size, generator=batch_gen, binarize=binarize,
+                                device=device, shard=(here.rank, here.size))
+    else:
+        batcher = Batcher(x_all, y_all, batch_size=cfg.batch_size, scale=train.scale, generator=batch_gen,
+                          binarize=binarize, device=device, shard=(here.rank, here.size))
     steps_left = len(batcher) * (cfg.epochs - start_epoch)
     step = _make_step(model, optimizers, _should_compile(cfg, steps_left, device))
     bar_on = (sys.stderr.isatty() if cfg.progress is None else cfg.progress) and here.main
@@ -311,13 +329,16 @@ def fit(
             if monitor is not None and monitor.compute is not None:
                 row.update(monitor.compute(model))
             row["seconds"] = round(seconds, 4)
+            if train.streamed:  # how long the steps waited for the disk reader (0: it always kept ahead)
+                row["read_wait_seconds"] = round(batcher.waited, 4)
             result.history.append(row)
             best.update(row, model)
             if files is not None:
                 write_history(Path(run_dir) / "history.csv", result.history)
                 save_training_state(run_dir, model, optimizers,
                                     {"epoch": epoch + 1, "history": result.history, "train_seconds": result.train_seconds,
-                                     "samples_seen": result.samples_seen, "config": cfg.to_json()},
+                                     "samples_seen": result.samples_seen, "config": cfg.to_json(),
+                                     "streamed": train.streamed},
                                     _rng_state(batch_gen, device), extra={"best": best.state} if best.state else None)
             distributed.barrier()  # the other ranks wait for rank 0's checkpoint
             if bar_on or (cfg.progress is None and files is not None):

@@ -1,4 +1,5 @@
-"""Data: named sets and files in, in-memory :class:`Dataset` splits and a fast batcher out."""
+"""Data: named sets and files in, :class:`Dataset` splits and a fast batcher out; data larger than memory stays
+on disk and is streamed (:mod:`.stream`, :mod:`.stream_batcher`)."""
 
 from __future__ import annotations
 
@@ -13,17 +14,26 @@ from .batcher import Batcher
 from .dataset import Dataset, Splits, holdout_split
 from .files import array_dataset, read_path
 from .named import NAMES, load_named
+from .stream import STREAMABLE, StreamDataset, check_stream_mode, open_stream, stream_memmap
+from .stream_batcher import StreamBatcher
 
-__all__ = ["Batcher", "Dataset", "Splits", "NAMES", "load_data", "from_array", "binarize_static"]
+__all__ = ["Batcher", "Dataset", "Splits", "NAMES", "StreamBatcher", "StreamDataset", "load_data", "from_array",
+           "binarize_static"]
 
 
-def load_data(spec: str, *, test_fraction: float = 0.1, interactions: bool = False, **options) -> Splits:
+def load_data(spec: str, *, test_fraction: float = 0.1, interactions: bool = False, stream: str = "auto",
+              **options) -> Splits:
     """A data name (``digits``, ``mnist``, …) or a path, as train/test splits.
 
     Paths without their own test split get a deterministic held-out ``test_fraction``.
     ``interactions=True`` (or ``movielens-100k``) reads user–item interactions instead and splits
-    them by users (see :mod:`.interactions`); ``options`` go to that reader.
+    them by users (see :mod:`.interactions`); ``options`` go to that reader. ``stream``: on, off or auto —
+    whether a ``.npy``, a folder of shards or a Parquet file stays on disk (:func:`.stream.open_stream`; its
+    splits are then index subsets of the file).
     """
+    check_stream_mode(stream)
+    if stream == "on" and (interactions or spec in NAMES):
+        raise UserError(f"--stream on: {spec} is read into memory (streaming reads {STREAMABLE}); drop --stream on")
     if interactions or spec == "movielens-100k":
         from .interactions import load_interaction_splits
 
@@ -36,6 +46,9 @@ def load_data(spec: str, *, test_fraction: float = 0.1, interactions: bool = Fal
     path = Path(spec).expanduser()
     if not path.exists() and "/" not in spec and "." not in spec:
         raise UserError(f"unknown data set {spec!r}; use one of {', '.join(NAMES)} or a path to a file or folder")
+    streamed = open_stream(path, stream)
+    if streamed is not None:
+        return holdout_split(streamed, fraction=test_fraction, seed=0)
     if path.suffix == ".npz" and path.exists():
         try:
             keys = set(np.load(path, allow_pickle=False).files)
@@ -55,6 +68,7 @@ def from_array(x, y=None, *, name: str = "array") -> Dataset:
         x = x.detach().cpu().numpy()
     if y is not None and hasattr(y, "detach"):
         y = y.detach().cpu().numpy()
+    memmap = x if isinstance(x, np.memmap) else None  # np.asarray would drop the type
     try:
         x = np.asarray(x)
     except ValueError as e:  # nested lists of different lengths
@@ -63,6 +77,10 @@ def from_array(x, y=None, *, name: str = "array") -> Dataset:
         raise UserError(f"{name}: got a {x.ndim}-D array of shape {x.shape}, expected (n_samples, n_features) or "
                         f"images. Reshape your data either using {name}.reshape(-1, 1) if it holds a single feature "
                         f"or {name}.reshape(1, -1) if it is a single sample")
+    if memmap is not None:  # larger than the memory budget: read from its file a block at a time
+        streamed = stream_memmap(memmap, y, name)
+        if streamed is not None:
+            return streamed
     return array_dataset(x, y, name)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -12,6 +12,7 @@ import torch
 from ..errors import UserError
 
 COMPLEX = "{name}: Complex data not supported; give real numbers (e.g. X.real or np.abs(X))"
+LABEL_COLUMNS = ("label", "labels", "y", "target", "class")  # a table's column of labels, by its name
 
 
 class NonNumericError(UserError, TypeError):
@@ -35,6 +36,7 @@ class Dataset:
     scale: float = 1.0
     label_names: list[str] | None = None
     meta: dict = field(default_factory=dict)
+    streamed: ClassVar[bool] = False  # read from disk a block at a time (:class:`.stream.StreamDataset`)
 
     def __post_init__(self) -> None:
         validate_array(self.x, self.name)
@@ -174,6 +176,8 @@ def concat(parts: list[Dataset], name: str | None = None) -> Dataset:
     first = parts[0]
     if any(p.scale != first.scale or p.sample_shape != first.sample_shape for p in parts):
         raise UserError("cannot join data sets of different shapes or scales")
+    if first.streamed:  # rows of one file on disk: joined by their indices, nothing read
+        return first.join(parts, name)
     x = sp.vstack([p.x for p in parts], format="csr") if first.is_sparse else np.concatenate([p.x for p in parts])
     y = np.concatenate([p.y for p in parts]) if all(p.y is not None for p in parts) else None
     return Dataset(x=x, y=y, name=name or first.name, scale=first.scale, label_names=first.label_names,

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from .dataset import COMPLEX, Dataset, NonNumericError
+from .dataset import COMPLEX, LABEL_COLUMNS, Dataset, NonNumericError
+from .sources import open_source, shard_files
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff"}
-LABEL_COLUMNS = ("label", "labels", "y", "target", "class")
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -149,7 +149,7 @@ def read_image_folder(path: Path) -> Dataset:
 
     files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise UserError(f"{path}: no images (.png/.jpg/…) in this folder")
+        raise UserError(f"{path}: no images (.png/.jpg/…) and no .npy/.npz shards in this folder")
     classes = sorted({p.parent.relative_to(path).as_posix() for p in files})
     labelled = classes != ["."]
     arrays, sizes, modes = [], {}, set()
@@ -185,7 +185,7 @@ def read_path(path: Path, split: str | None = None) -> Dataset:
     if not path.exists():
         raise UserError(f"{path}: no such file or folder; check the path or use a data name like 'digits'")
     if path.is_dir():
-        return read_image_folder(path)
+        return read_shards(path) if shard_files(path) else read_image_folder(path)
     if path.stat().st_size == 0:
         raise UserError(f"{path}: the file is empty")
     name = path.name.lower()
@@ -200,6 +200,19 @@ def read_path(path: Path, split: str | None = None) -> Dataset:
         labels = _sibling_labels(path)
         return array_dataset(x, labels, path.name)
     raise UserError(f"{path}: unknown file type; use .npy, .npz, .csv, .parquet, IDX or a folder of images")
+
+
+def read_shards(path: Path) -> Dataset:
+    """A folder of ``.npy``/``.npz`` shards (one sample shape and dtype), joined in memory in natural name order."""
+    check_shard_folder(path)
+    source = open_source(path)
+    x = source.read_range(0, source.n)
+    return Dataset(x=x, y=source.y, name=path.name, scale=source.scale)
+
+
+def check_shard_folder(path: Path) -> None:
+    if any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir()):
+        raise UserError(f"{path}: holds both images and .npy/.npz shards; keep one kind of data in the folder")
 
 
 def _sibling_labels(images: Path) -> np.ndarray | None:

@@ -255,45 +255,91 @@ def is_bag_of_words(spec: str | Path) -> bool:
 
 def load_text_splits(spec: str, *, text_column: str | None = None, encoding: str | None = None,
                      vocab_size: int | None = None, min_df: float | None = None, max_df: float | None = None,
-                     seed: int = 0) -> Splits:
+                     seed: int = 0, vocabulary: list[str] | None = None) -> Splits:
     """Train/test counts of ``spec`` (a name or a path) with :class:`TextData` extras. Documents without a
-    vocabulary word are left out (counted in ``extras.dropped``)."""
+    vocabulary word are left out (counted in ``extras.dropped``). With ``vocabulary`` (a trained model's), the
+    columns are those words, whatever the source's own vocabulary (the vectorizer options made it: ignored)."""
     vec = {k: v for k, v in (("vocab_size", vocab_size), ("min_df", min_df), ("max_df", max_df)) if v is not None}
-    path = newsgroups_folder() if spec == NEWSGROUPS else Path(spec).expanduser()
-    if spec != NEWSGROUPS and not path.exists():
-        hint = "" if ("/" in spec or "." in spec) else f"use {NEWSGROUPS} or "
-        raise UserError(f"{spec}: no such file or folder; topic models read text: {hint}a folder of .txt files, a "
-                        "CSV/Parquet with a text column, or a bag-of-words .npz with vocab.txt")
-    lower = path.name.lower()
-    if is_bag_of_words(path):
+    path, kind = _text_source(spec, text_column)
+    if kind == "bow":
         if vec or text_column is not None:
             flags = [*vec, *(["text_column"] if text_column is not None else [])]
             given = ", ".join("--" + k.replace("_", "-") for k in flags)
             raise UserError(f"{given}: apply to raw text; {path.name} is a bag of words with its vocabulary already")
         counts, labels, vocab = read_bow(path)
+        if vocabulary is not None:
+            counts, vocab = {s: remap_columns(m, vocab, vocabulary) for s, m in counts.items()}, list(vocabulary)
         names = list(NEWSGROUPS_LABELS) if spec == NEWSGROUPS else None
         return _splits(counts, labels, vocab, names, NEWSGROUPS if spec == NEWSGROUPS else path.stem, seed)
+    corpus = _read_corpus(path, kind, text_column, encoding)
+    return corpus_splits(corpus, seed=seed, vocabulary=vocabulary, **({} if vocabulary is not None else vec))
+
+
+def _text_source(spec: str, text_column: str | None) -> tuple[Path, str]:
+    """(path, "bow" | "folder" | "table") of a text data spec, or a clear error."""
+    path = newsgroups_folder() if spec == NEWSGROUPS else Path(spec).expanduser()
+    if spec != NEWSGROUPS and not path.exists():
+        hint = "" if ("/" in spec or "." in spec) else f"use {NEWSGROUPS} or "
+        raise UserError(f"{spec}: no such file or folder; topic models read text: {hint}a folder of .txt files, a "
+                        "CSV/Parquet with a text column, or a bag-of-words .npz with vocab.txt")
+    if is_bag_of_words(path):
+        return path, "bow"
     if path.is_dir():
         if text_column not in (None, "text"):
             raise UserError(f"--text-column applies to CSV/Parquet tables; {path} is a folder of text files")
-        corpus = read_folder(path, encoding=encoding or "utf-8")
-    elif lower.endswith(TABLE_SUFFIXES):
-        corpus = read_table(path, text_column=text_column or "text", encoding=encoding or "utf-8")
-    else:
-        raise UserError(f"{path}: not text data a topic model reads; give a folder of .txt files, a CSV/TSV/Parquet "
-                        "with a text column, or a bag-of-words .npz with vocab.txt")
-    return corpus_splits(corpus, seed=seed, **vec)
+        return path, "folder"
+    if path.name.lower().endswith(TABLE_SUFFIXES):
+        return path, "table"
+    raise UserError(f"{path}: not text data a topic model reads; give a folder of .txt files, a CSV/TSV/Parquet "
+                    "with a text column, or a bag-of-words .npz with vocab.txt")
 
 
-def corpus_splits(corpus: Corpus, *, seed: int = 0, **vectorizer) -> Splits:
-    """Split raw documents (their own split, else a seeded 20 % test), fit the vocabulary on the training ones."""
+def _read_corpus(path: Path, kind: str, text_column: str | None, encoding: str | None) -> Corpus:
+    if kind == "folder":
+        return read_folder(path, encoding=encoding or "utf-8")
+    return read_table(path, text_column=text_column or "text", encoding=encoding or "utf-8")
+
+
+def remap_columns(counts: sp.csr_matrix, words: list[str], vocabulary: list[str]) -> sp.csr_matrix:
+    """Counts over ``words`` as counts over ``vocabulary`` (the same word, its column; words not in it dropped)."""
+    if list(words) == list(vocabulary):
+        return counts
+    where = {w: j for j, w in enumerate(vocabulary)}
+    src = [i for i, w in enumerate(words) if w in where]
+    select = sp.csr_matrix((np.ones(len(src), np.float32), (src, [where[words[i]] for i in src])),
+                           shape=(len(words), len(vocabulary)))
+    return (counts @ select).tocsr()
+
+
+def read_documents(spec: str, vocabulary: list[str], *, text_column: str | None = None,
+                   encoding: str | None = None) -> Dataset:
+    """Every document of ``spec``, in its order (a bag of words: its train file, then its test file), counted over
+    a trained model's ``vocabulary``; documents with none of its words stay, as empty rows."""
+    path, kind = _text_source(spec, text_column)
+    if kind == "bow":
+        counts, labels, words = read_bow(path)
+        parts = [remap_columns(counts[s], words, vocabulary) for s in counts]
+        ys = [labels[s] for s in counts]
+        y = np.concatenate(ys) if all(v is not None for v in ys) else None
+        names = list(NEWSGROUPS_LABELS) if spec == NEWSGROUPS else None
+        return Dataset(x=sp.vstack(parts, format="csr"), y=y, name=path.stem, label_names=names)
+    corpus = _read_corpus(path, kind, text_column, encoding)
+    names = sorted(set(corpus.labels)) if corpus.labels is not None else None
+    y = None if names is None else np.array([names.index(v) for v in corpus.labels], dtype=np.int64)
+    return Dataset(x=count_words(corpus.texts, vocabulary), y=y, name=corpus.name, label_names=names)
+
+
+def corpus_splits(corpus: Corpus, *, seed: int = 0, vocabulary: list[str] | None = None, **vectorizer) -> Splits:
+    """Split raw documents (their own split, else a seeded 20 % test), fit the vocabulary on the training ones
+    (or take the given one)."""
     n = len(corpus.texts)
     if corpus.split is not None:
         idx = {s: [i for i, v in enumerate(corpus.split) if v == s] for s in ("train", "test")}
     else:
         tr, te = test_rows(n, seed, corpus.name)
         idx = {"train": tr.tolist(), "test": te.tolist()}
-    vocab = fit_vocabulary([corpus.texts[i] for i in idx["train"]], where=corpus.name, **vectorizer)
+    vocab = vocabulary if vocabulary is not None else fit_vocabulary([corpus.texts[i] for i in idx["train"]],
+                                                                     where=corpus.name, **vectorizer)
     counts = {s: count_words([corpus.texts[i] for i in ids], vocab) for s, ids in idx.items()}
     names = sorted(set(corpus.labels)) if corpus.labels is not None else None
     labels = {s: None if names is None else np.array([names.index(corpus.labels[i]) for i in ids], dtype=np.int64)

@@ -107,11 +107,16 @@ class DenoisingAutoEncoder(AutoEncoder):
         self.noise_kind, self.noise_level = parse_noise(c.noise)
 
     def _input(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training:
-            return x
+        return self._noisy(x) if self.training else x
+
+    def _noisy(self, x: torch.Tensor) -> torch.Tensor:
         if self.likelihood == "gaussian":  # corrupt in standardised units, then back
             return self.unstandardise(corrupt(self.standardise(x), self.noise_kind, self.noise_level))
         return corrupt(x, self.noise_kind, self.noise_level)
 
-    def denoise(self, x: torch.Tensor) -> torch.Tensor:
-        return self.reconstruct(x)
+    @torch.no_grad()
+    def corrupted(self, x: torch.Tensor, *, seed: int = 0) -> torch.Tensor:
+        """``x`` with the training noise (kind and level), drawn from ``seed`` (the global generator is left alone)."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self._noisy(x)

@@ -107,6 +107,12 @@ class Reconstructor(Protocol):
 
 
 @runtime_checkable
+class Denoiser(Protocol):
+    def corrupted(self, x: torch.Tensor, *, seed: int = 0) -> torch.Tensor:
+        """``x`` with the noise the model was trained to undo (its kind and level), drawn from ``seed``."""
+
+
+@runtime_checkable
 class AnomalyScorer(Protocol):
     def anomaly_score(self, x: torch.Tensor) -> torch.Tensor:
         """One score per sample, higher = more anomalous."""
@@ -140,7 +146,7 @@ class Codebook(Protocol):
 
 
 CAPABILITIES: dict[str, type] = {"encode": Encoder, "decode": Decoder, "sample": Sampler,
-                                 "reconstruct": Reconstructor, "anomaly_score": AnomalyScorer,
+                                 "reconstruct": Reconstructor, "denoise": Denoiser, "anomaly_score": AnomalyScorer,
                                  "likelihood": Likelihood, "rank": Ranker, "progress": ProgressFrames,
                                  "codebook": Codebook}
 

@@ -36,6 +36,7 @@ from .base import Model, ModelConfig
 from .likelihoods import LIKELIHOODS, bernoulli_nll, cb_mean, cb_nll, gaussian_nll
 
 SCALINGS = ("standard", "robust")
+ROBUST_SAMPLE = 100_000  # rows of streamed data the robust scaling's median and IQR are taken from
 KNEE = 3.0  # robust scaling: u = KNEE·asinh(x / KNEE), linear for |x| ≲ KNEE, logarithmic beyond
 
 
@@ -116,10 +117,17 @@ class Body(Model):
     def prepare(self, data) -> None:
         """Fit the stored standardisation to the training set (Gaussian likelihood only).
 
-        A feature that is constant in training gets scale 1 (see :func:`feature_scaling`).
+        A feature that is constant in training gets scale 1 (see :func:`feature_scaling`). Data streamed from
+        disk (larger than memory) is not read whole: the mean and standard deviation come from its one
+        streaming pass; the robust median and IQR from a seeded sample of ``ROBUST_SAMPLE`` rows.
         """
         if self.likelihood == "gaussian":
-            shift, scale = feature_scaling(data.floats().reshape(len(data), -1), robust=self.scaling == "robust")
+            robust, streamed = self.scaling == "robust", getattr(data, "streamed", False)
+            if streamed and not robust:
+                shift, scale = feature_scaling(None, moments=data.moments())
+            else:
+                rows = data.sample(ROBUST_SAMPLE) if streamed else data
+                shift, scale = feature_scaling(rows.floats().reshape(len(rows), -1), robust=robust)
             self.x_shift.copy_(shift)
             self.x_scale.copy_(scale)
 
@@ -186,16 +194,21 @@ class Body(Model):
         return torch.Generator(device=self.x_shift.device).manual_seed(seed) if seed is not None else None
 
 
-def feature_scaling(x, *, floor: float = 1e-8, robust: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def feature_scaling(x, *, floor: float = 1e-8, robust: bool = False,
+                    moments: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-feature shift and scale for standardising a table.
 
     The scale is the standard deviation, or 1 for a feature that is constant in training: dividing by
     std + 1e-8 there would turn any change at test time into a score of 10¹⁶; with 1 the change counts
     in the feature's own units and every score stays finite. ``robust``: the median and IQR / 1.349,
     falling back to the standard deviation where the IQR is zero (a feature that is mostly one value).
+    ``moments``: (mean, standard deviation) computed elsewhere (a streaming pass) instead of ``x``.
     """
-    x = np.asarray(x, dtype=np.float64)
-    shift, std = (np.median(x, 0) if robust else x.mean(0)), x.std(0)
+    if moments is not None:
+        shift, std = (np.asarray(m, dtype=np.float64) for m in moments)
+    else:
+        x = np.asarray(x, dtype=np.float64)
+        shift, std = (np.median(x, 0) if robust else x.mean(0)), x.std(0)
     usable = lambda s: s > floor * np.maximum(1.0, np.abs(shift))  # noqa: E731
     scale = np.where(usable(std), std, 1.0)
     if robust:

@@ -3,7 +3,7 @@ is the contract). Importing this package registers every task."""
 
 from __future__ import annotations
 
-from . import anomaly, generate, recommend, topics  # noqa: F401  (registers them)
+from . import anomaly, generate, recommend, superres, topics  # noqa: F401  (registers them)
 from .base import (TASKS, Figure, Metric, RunOptions, Task, all_figures, get_task, metric_direction, metric_help,
                    metric_table, run_splits)
 

@@ -25,6 +25,7 @@ class AnomalyTask(GenerateTask):
     name = "anomaly"
     metrics = ANOMALY_METRICS
     figures = ANOMALY_FIGURES
+    streams = False  # Deep SVDD's pretraining and centres read the training data whole
 
     def model_settings(self, model_cls: type, splits: Splits, given: dict, run: RunOptions) -> dict:
         return dict(given)  # a detector has no likelihood or classes to derive from the data

@@ -16,7 +16,8 @@ from typing import ClassVar
 import numpy as np
 from torch import nn
 
-from ..data import Dataset, Splits, binarize_static, load_data
+from ..data import NAMES, Dataset, Splits, binarize_static, load_data
+from ..data.files import read_path
 from ..errors import UserError
 from ..models import model_class
 from ..train import Monitor, TrainResult
@@ -48,6 +49,8 @@ class RunOptions:
     seed: int = 0
     eval_k: int = 100
     device: str = "cpu"
+    stream: str = "auto"  # on, off or auto: whether a .npy, shard folder or Parquet file stays on disk (data.stream)
+    vocabulary: list[str] | None = None  # a trained text model's words: new text is counted over them
 
 
 class Task:
@@ -58,15 +61,30 @@ class Task:
     figures: ClassVar[tuple[Figure, ...]] = ()
     data_options: ClassVar[tuple[str, ...]] = ()  # reader options the task accepts (e.g. min_rating)
     data_example: ClassVar[str] = ""  # the data those options are for, as error messages name it
+    streams: ClassVar[bool] = False  # reads data larger than memory from disk (every step of it streams)
 
     def load(self, data: str, options: dict, run: RunOptions) -> Splits:
         """The data's train/test (and validation) splits, as the model will see them."""
         self.check_options(data, options)
-        splits = load_data(data)
+        splits = load_data(data, stream=self.stream_mode(run))
         if splits.train.is_sparse:
             raise UserError(f"{data} is sparse count data; train a recommender (mult-vae, mult-dae) on interactions, "
                             "a topic model (prodlda, nvdm) on a bag of words")
         return prepare_splits(splits, run.binarize, run.seed)
+
+    def read_rows(self, path: str, config: dict, run: RunOptions) -> Dataset:
+        """Every row of a file or folder a trained run is used on (``embed``, ``cluster``, ``denoise``), whole and
+        in its order, checked against what the model was trained on. Default: read by extension."""
+        return scoring_data(path, config)
+
+    def stream_mode(self, run: RunOptions) -> str:
+        """``run.stream`` where the task streams; else off (and ``on`` is refused)."""
+        if self.streams:
+            return run.stream
+        if run.stream == "on":
+            raise UserError(f"--stream on: the {self.name} task reads its data into memory; streaming from disk is for "
+                            "the generate task's models (vae, ae, dae, vqvae, dcgan, …); drop --stream on")
+        return "off"
 
     def check_options(self, data: str, options: dict) -> None:
         """Refuse reader options that belong to another task's data, naming the task that takes them."""
@@ -131,7 +149,14 @@ def run_options(config: dict) -> RunOptions:
     if isinstance(seed, bool) or not isinstance(seed, int) or binarize not in (None, "dynamic", "static"):
         raise UserError(f"config.json: its training settings are damaged (seed {seed!r}, binarize {binarize!r}); "
                         "restore the file or train again")
-    return RunOptions(binarize=binarize, seed=seed)
+    words = (config.get("model_config") or {}).get("vocabulary")
+    if words is not None and (not isinstance(words, list) or not all(isinstance(w, str) for w in words)):
+        raise UserError("config.json: the model's vocabulary is damaged; restore the file or train again")
+    stream = train.get("stream", "auto")
+    if stream not in ("auto", "on", "off"):
+        raise UserError(f"config.json: its training settings are damaged (stream {stream!r}); restore the file or "
+                        "train again")
+    return RunOptions(binarize=binarize, seed=seed, stream=stream, vocabulary=words or None)
 
 
 def run_splits(config: dict, data: str | None = None) -> Splits:
@@ -155,6 +180,9 @@ def prepare_splits(splits: Splits, binarize: str | None, seed: int) -> Splits:
         return splits
     if splits.train.is_sparse:
         raise UserError("--binarize is for grey-level images; interaction data is binarised with --min-rating")
+    if splits.train.streamed:
+        raise UserError(f"--binarize makes a binarised copy of the data in memory, and {splits.name} is streamed from "
+                        "disk; drop --binarize, or read the data into memory with --stream off")
     if not splits.train.in_unit_interval:
         raise UserError(f"--binarize needs grey levels in [0, 1]; {splits.name} ranges over {splits.train.value_range}")
     train = binarize_static(splits.train, seed=seed) if binarize == "static" else splits.train
@@ -215,3 +243,29 @@ def all_figures() -> list[Figure]:
                 seen.add(f.file)
                 out.append(f)
     return out
+
+
+def scoring_data(spec: str, config: dict):
+    """The data to score: a data name (its test split) or a whole file, checked against the training columns."""
+    if spec in NAMES:
+        ds = load_data(spec).test
+    else:
+        path = Path(spec).expanduser()
+        if not path.exists():
+            raise UserError(f"{spec}: no such file or folder")
+        ds = read_path(path)
+    info = config.get("data_info", {})
+    want = config.get("model_config", {}).get("input_shape") or info.get("sample_shape")
+    if want is not None and list(ds.sample_shape) != list(want):
+        what = "columns" if len(want) == 1 else "values per sample"
+        raise UserError(f"{ds.name}: {ds.sample_shape[0] if len(want) == 1 else list(ds.sample_shape)} {what}, but the "
+                        f"model was trained on {want[0] if len(want) == 1 else want}; give data with the training columns")
+    trained, given = info.get("columns"), ds.meta.get("columns")
+    if trained and given and list(trained) != list(given):
+        missing = [c for c in trained if c not in given]
+        extra = [c for c in given if c not in trained]
+        detail = (f"missing {missing[:5]}, unexpected {extra[:5]}" if missing or extra
+                  else "the same names in another order")
+        raise UserError(f"{ds.name}: its columns differ from the training data's ({detail}); "
+                        "give the columns the model was trained on, in the same order")
+    return ds

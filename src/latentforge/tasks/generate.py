@@ -16,8 +16,8 @@ from .. import plots
 from ..data import Dataset, Splits
 from ..errors import UserError
 from ..metrics import evaluate_model
-from ..models.base import AnomalyScorer, Codebook, Decoder, Encoder, Likelihood, ProgressFrames, Reconstructor, Sampler
-from ..train import Monitor, TrainResult
+from ..models.base import AnomalyScorer, Codebook, Decoder, Denoiser, Encoder, Likelihood, ProgressFrames, Reconstructor, Sampler
+from ..train import Monitor, TrainResult, evaluate_loss
 from .base import Figure, Metric, RunOptions, Task, n_classes, register_task
 from .scoring import write_run_anomaly
 
@@ -44,9 +44,15 @@ GENERATIVE_METRICS = {
     "recall": Metric("share of test images inside the samples' k-NN manifold (diversity)", "higher"),
     "density": Metric("how many test-image neighbourhoods hold each sample, on average (≈ 1 for matching "
                       "distributions)"),
+    "denoise_psnr": Metric("PSNR of the denoised first 1,000 test inputs, corrupted with the training noise, dB",
+                           "higher"),
+    "noisy_psnr": Metric("PSNR of those corrupted inputs themselves, dB (what denoising starts from)"),
+    "denoise_ssim": Metric("SSIM of the denoised test images against the clean ones", "higher"),
     "coverage": Metric("share of test images whose neighbourhood holds at least one sample"),
     "quality_features": Metric("feature space of the sample-quality metrics: mnist-cnn (the shipped net) or inception"),
     "quality_n": Metric("samples (and test images) used for the sample-quality metrics"),
+    "eval_n": Metric("data streamed from disk: the test rows (a seeded sample) every metric but the loss was computed "
+                     "on; the loss is over every test row"),
 }
 
 GENERATIVE_FIGURES = (
@@ -55,7 +61,9 @@ GENERATIVE_FIGURES = (
     Figure("curves.png", "Training curves", "Loss per sample on the training and test sets after each epoch; for a "
            "model that keeps its best epoch by a validation value, that value (right axis) and the kept epoch."),
     Figure("latent_map.png", "Latent space", "Codes (posterior means) of test samples, coloured by label where "
-           "labels exist."),
+           "labels exist; beside it, the same points coloured by k-means clusters of the codes (as many as classes)."),
+    Figure("denoising.png", "Denoising", "Test inputs with the training noise (top), the model's clean estimate "
+           "(middle) and the originals (bottom)."),
     Figure("codebook.png", "Codebook usage", "How often each VQ-VAE codeword was assigned during training."),
     Figure("traversals.png", "Latent traversals", "One row per latent dimension (most informative first, by KL): "
            "a test sample's code with that dimension swept from −3 to +3."),
@@ -69,6 +77,7 @@ GENERATIVE_FIGURES = (
 
 VALIDATION_FRACTION = 0.1  # of a table's training rows, held out for the anomaly threshold and the kept epoch
 MIN_VALIDATION_ROWS = 20  # tables smaller than 10× this train on every row (no held-out slice)
+STREAM_EVAL_ROWS = 10_000  # streamed data: rows of each split the metrics and anomaly files read (in memory)
 
 
 def choose_likelihood(likelihood: str, data: Dataset, binarize: str | None) -> str:
@@ -92,6 +101,14 @@ def hold_out_rows(splits: Splits, *, fraction: float = VALIDATION_FRACTION, seed
                   validation=splits.train.subset(np.sort(perm[:n_val])), extras=splits.extras)
 
 
+def sampled(splits: Splits) -> Splits:
+    """Streamed splits cut to seeded samples of at most ``STREAM_EVAL_ROWS`` rows each, for what reads its rows in
+    memory."""
+    val, n = splits.validation, STREAM_EVAL_ROWS
+    return Splits(train=splits.train.sample(n), test=splits.test.sample(n), name=splits.name,
+                  validation=None if val is None else val.sample(n), extras=splits.extras)
+
+
 def scores_rows(model: nn.Module, data: Dataset) -> bool:
     """A run of this task on a table (not images, not a conditional model) also scores anomalies."""
     return isinstance(model, AnomalyScorer) and not data.is_image and not data.is_sparse and not model.uses_labels
@@ -101,6 +118,7 @@ class GenerateTask(Task):
     name = "generate"
     metrics = GENERATIVE_METRICS
     figures = GENERATIVE_FIGURES
+    streams = True
 
     def load(self, data: str, options: dict, run: RunOptions) -> Splits:
         splits = super().load(data, options, run)
@@ -117,8 +135,17 @@ class GenerateTask(Task):
 
     def evaluate(self, model: nn.Module, test: Dataset, splits: Splits | None, *, k: int, device,
                  max_iwae: int | None = None, progress: bool = False, features=None) -> dict:
-        return evaluate_model(model, test, k=k, max_iwae=max_iwae, device=device, progress=progress,
-                              features=features)
+        if test.streamed and len(test) > STREAM_EVAL_ROWS:  # larger than memory: the loss by chunks, the rest sampled
+            loss = evaluate_loss(model, test, device=device)["loss"]
+            out = evaluate_model(model, test.sample(STREAM_EVAL_ROWS), k=k, max_iwae=max_iwae, device=device,
+                                 progress=progress, features=features)
+            return {**out, "loss": loss, "eval_n": STREAM_EVAL_ROWS}
+        out = evaluate_model(model, test, k=k, max_iwae=max_iwae, device=device, progress=progress,
+                             features=features)
+        if isinstance(model, Denoiser) and test.in_unit_interval:  # PSNR's peak is the unit range
+            out.update(denoising_scores(model.cpu().eval(), test))
+            model.to(device)
+        return out
 
     def monitor(self, splits: Splits) -> Monitor | None:
         return Monitor("val_loss", higher_is_better=False) if splits.validation is not None else None
@@ -138,7 +165,7 @@ class GenerateTask(Task):
                         run: RunOptions) -> dict:
         out = {}
         if scores_rows(model, splits.train):
-            out = write_run_anomaly(run_dir, model, splits)
+            out = write_run_anomaly(run_dir, model, sampled(splits) if splits.train.streamed else splits)
         self.write_pictures(run_dir, model, splits.test, result.history, monitor=self.monitor(splits))
         return out
 
@@ -166,6 +193,9 @@ def write_pictures(run_dir: Path, model: nn.Module, test: Dataset, history: list
     if isinstance(model, Reconstructor) and test.is_image:
         rec = model.reconstruct(x, y) if y is not None else model.reconstruct(x)
         plots.save_reconstructions(x.numpy(), rec.numpy(), run_dir / "reconstructions.png")
+    if isinstance(model, Denoiser) and test.is_image:
+        noisy = model.corrupted(x[:8], seed=seed)
+        plots.save_denoising(noisy.numpy(), model.reconstruct(noisy).numpy(), x[:8].numpy(), run_dir / "denoising.png")
     if history:
         plots.save_curves(history, run_dir / "curves.png", monitor=monitor.key if monitor is not None else None,
                           higher_is_better=monitor is None or monitor.higher_is_better)
@@ -175,13 +205,39 @@ def write_pictures(run_dir: Path, model: nn.Module, test: Dataset, history: list
         n = min(len(test), 1000)
         mu, logvar = model.encode(torch.from_numpy(test.head(n)))
         labels = None if test.y is None else np.asarray(test.y[:n])
-        plots.save_latent_map(mu.flatten(1).numpy(), labels, run_dir / "latent_map.png", label_names=test.label_names,
-                              seed=seed)
+        codes = mu.flatten(1).numpy()
+        plots.save_latent_map(codes, labels, run_dir / "latent_map.png", label_names=test.label_names, seed=seed,
+                              clusters=label_clusters(codes, labels, seed=seed))
         if logvar is not None and isinstance(model, Likelihood) and test.is_image and not model.uses_labels:
             kl_per_dim = model.kl(mu[:, :, None], logvar[:, :, None]).mean(0)  # (latent,) average KL per dim
             plots.save_traversals(model, mu[0], kl_per_dim.numpy(), run_dir / "traversals.png")
         if isinstance(model, Decoder) and mu.dim() == 2 and test.is_image and not model.uses_labels:
             write_latent_pictures(run_dir, model, test, codes=mu.flatten(1).numpy(), variational=logvar is not None)
+
+
+def label_clusters(codes: np.ndarray, labels: np.ndarray | None, *, seed: int = 0) -> np.ndarray | None:
+    """k-means clusters of the codes with as many clusters as the labels have classes (None without labels)."""
+    from .represent import cluster_codes
+
+    k = 0 if labels is None else len(np.unique(labels))
+    if not 2 <= k <= min(50, len(codes)):
+        return None
+    return cluster_codes(codes, k, seed=seed).labels
+
+
+@torch.no_grad()
+def denoising_scores(model: nn.Module, test: Dataset, *, n: int = 1000, seed: int = 0) -> dict:
+    """PSNR (and SSIM for images) of the model's clean estimate of the first ``n`` test rows corrupted with its own
+    training noise, next to the corrupted rows' own: how much the denoiser removes."""
+    from ..metrics.reconstruction import psnr, ssim
+
+    x = torch.from_numpy(test.head(min(n, len(test))))
+    noisy = model.corrupted(x, seed=seed)
+    cleaned = model.reconstruct(noisy)
+    out = {"denoise_psnr": psnr(cleaned.numpy(), x.numpy()), "noisy_psnr": psnr(noisy.numpy(), x.numpy())}
+    if test.is_image:
+        out["denoise_ssim"] = ssim(cleaned.clamp(0, 1).numpy(), x.numpy())
+    return out
 
 
 def write_latent_pictures(run_dir: Path, model: nn.Module, test: Dataset, *, codes: np.ndarray,

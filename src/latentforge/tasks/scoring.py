@@ -26,12 +26,11 @@ from torch import nn
 
 from .. import plots
 from ..checkpoint import load_model, read_config
-from ..data import NAMES, Dataset, Splits, load_data
-from ..data.files import read_path
+from ..data import Dataset, Splits
 from ..errors import UserError
 from ..io import atomic_path, load_tensors, save_tensors, tensor_metadata
 from ..models.base import AnomalyScorer, Likelihood, Reconstructor, capabilities
-from .base import Figure, Metric, run_splits
+from .base import Figure, Metric, run_splits, scoring_data
 
 SCORES = ("auto", "recon", "elbo", "iwae", "distance")
 
@@ -245,32 +244,6 @@ def check_finite_scores(scores: np.ndarray, name: str) -> None:
         raise UserError(f"{name}: rows {', '.join(map(str, bad[:5]))}{' …' if len(bad) > 5 else ''} get no finite "
                         f"anomaly score (values far outside the training range overflow the model); check or remove "
                         "them")
-
-
-def scoring_data(spec: str, config: dict):
-    """The data to score: a data name (its test split) or a whole file, checked against the training columns."""
-    if spec in NAMES:
-        ds = load_data(spec).test
-    else:
-        path = Path(spec).expanduser()
-        if not path.exists():
-            raise UserError(f"{spec}: no such file or folder")
-        ds = read_path(path)
-    info = config.get("data_info", {})
-    want = config.get("model_config", {}).get("input_shape") or info.get("sample_shape")
-    if want is not None and list(ds.sample_shape) != list(want):
-        what = "columns" if len(want) == 1 else "values per sample"
-        raise UserError(f"{ds.name}: {ds.sample_shape[0] if len(want) == 1 else list(ds.sample_shape)} {what}, but the "
-                        f"model was trained on {want[0] if len(want) == 1 else want}; give data with the training columns")
-    trained, given = info.get("columns"), ds.meta.get("columns")
-    if trained and given and list(trained) != list(given):
-        missing = [c for c in trained if c not in given]
-        extra = [c for c in given if c not in trained]
-        detail = (f"missing {missing[:5]}, unexpected {extra[:5]}" if missing or extra
-                  else "the same names in another order")
-        raise UserError(f"{ds.name}: its columns differ from the training data's ({detail}); "
-                        "give the columns the model was trained on, in the same order")
-    return ds
 
 
 def reference_scores(run_dir, model: nn.Module, config: dict, *, score: str, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..data import Dataset, Splits
-from ..data.text import TextData, load_text_splits
+from ..data.text import TextData, load_text_splits, read_documents
 from ..io import read_json, write_json
 from ..metrics.representation import representation_scores
 from ..metrics.topics import binary_docs, npmi_per_topic, perplexity, top_words, topic_diversity
@@ -60,8 +60,14 @@ class TopicsTask(Task):
 
     def load(self, data: str, options: dict, run: RunOptions) -> Splits:
         self.check_options(data, options)
-        splits = load_text_splits(data, **{k: v for k, v in options.items() if v is not None})
+        splits = load_text_splits(data, vocabulary=run.vocabulary, **{k: v for k, v in options.items() if v is not None})
         return hold_out_rows(splits, seed=run.seed)
+
+    def read_rows(self, path: str, config: dict, run: RunOptions) -> Dataset:
+        """Every document, in order, counted over the model's vocabulary (raw text or another bag of words)."""
+        options = config.get("data_options") or {}
+        return read_documents(path, run.vocabulary or vocabulary_of_config(config),
+                              text_column=options.get("text_column"), encoding=options.get("encoding"))
 
     def model_settings(self, model_cls: type, splits: Splits, given: dict, run: RunOptions) -> dict:
         return {**given, "vocabulary": splits.extras.vocabulary}
@@ -107,6 +113,12 @@ register_task(TopicsTask())
 # ---------------------------------------------------------------- what the task, the CLI and the estimator share
 
 
+def vocabulary_of_config(config: dict) -> list[str]:
+    """The words of a saved topic model's columns (``w<i>`` for a model fitted on bare counts)."""
+    mc = config.get("model_config") or {}
+    return list(mc.get("vocabulary") or [f"w{i}" for i in range(int((mc.get("input_shape") or [0])[-1]))])
+
+
 def vocabulary_of(model: nn.Module) -> list[str]:
     """The model's words (its config's vocabulary), or ``w<i>`` column names for a model fitted on bare counts."""
     words = model.config.get("vocabulary")
@@ -121,12 +133,7 @@ def ranked_words(model: nn.Module, n: int = TOP) -> np.ndarray:
 @torch.no_grad()
 def batched(model: nn.Module, data: Dataset, fn, *, batch_size: int = 1000, device="cpu") -> np.ndarray:
     """``fn(x)`` over a data set's rows in batches (sparse rows densified one batch at a time)."""
-    out = []
-    for start in range(0, len(data), batch_size):
-        rows = data.x[start : start + batch_size]
-        x = torch.from_numpy(rows.toarray() if data.is_sparse else np.asarray(rows)).to(device, torch.float32)
-        out.append(fn(x).cpu().numpy())
-    return np.concatenate(out)
+    return np.concatenate([fn(torch.from_numpy(x).to(device)).cpu().numpy() for x in data.chunks(batch_size)])
 
 
 def document_codes(model: nn.Module, data: Dataset, *, device="cpu", proportions: bool = False) -> np.ndarray:
