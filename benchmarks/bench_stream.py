@@ -13,6 +13,9 @@ temporary folder and deleted afterwards.
 
     python benchmarks/bench_stream.py              # 4 GB
     python benchmarks/bench_stream.py --gb 0.6     # a quick check
+
+Samples/s of separate processes on a shared machine vary by ±40 % from run to run; ``--interleave R`` instead
+measures the two paths' step speed in one process, alternating R times on the subset file (``--max-steps`` each).
 """
 
 from __future__ import annotations
@@ -58,9 +61,16 @@ def write_npy(path: Path, n: int) -> float:
 
 def child(max_steps: int, argv: list[str]) -> None:
     """``latentforge train`` with every training epoch stopped after ``max_steps`` steps (evaluation untouched)."""
+    from latentforge.cli import main as cli
+
+    cap_steps(max_steps)
+    sys.exit(cli(argv))
+
+
+def cap_steps(max_steps: int) -> None:
+    """Stop every training epoch (not evaluation passes) after ``max_steps`` batches."""
     import itertools
 
-    from latentforge.cli import main as cli
     from latentforge.data.batcher import Batcher
     from latentforge.data.stream_batcher import StreamBatcher
 
@@ -69,7 +79,32 @@ def child(max_steps: int, argv: list[str]) -> None:
         cls.__iter__ = lambda self, it=whole_iter: (itertools.islice(it(self), max_steps)
                                                     if getattr(self, "shuffle", True) else it(self))
         cls.__len__ = lambda self, ln=whole_len: min(ln(self), max_steps) if getattr(self, "shuffle", True) else ln(self)
-    sys.exit(cli(argv))
+
+
+def interleave(data: Path, args) -> None:
+    """The in-memory and the streaming path's samples/s in one process, alternating ``args.interleave`` times."""
+    import torch
+
+    from latentforge.data import load_data
+    from latentforge.models import build_model
+    from latentforge.train import TrainConfig, fit
+
+    cap_steps(args.max_steps)
+    splits = {mode: load_data(str(data), stream=mode) for mode in ("off", "on")}
+    speed: dict[str, list[float]] = {"off": [], "on": []}
+    for _ in range(args.interleave):
+        for mode in ("off", "on"):
+            torch.manual_seed(0)
+            model = build_model("vae", input_shape=[1, SIDE, SIDE], arch="mlp")
+            cfg = TrainConfig(epochs=1, batch_size=args.batch_size, device="cpu", compile="off", progress=False)
+            seconds = fit(model, splits[mode].train, None, cfg).history[-1]["seconds"]
+            speed[mode].append(args.max_steps * args.batch_size / seconds)
+    print(f"\nCPU: {cpu_model()}, {os.cpu_count()} logical CPUs; PyTorch {torch.__version__}; one process, {args.interleave} "
+          f"alternations of {args.max_steps} steps (batch {args.batch_size}) on {len(splits['on'].train):,} rows\n")
+    print("| path | samples/s, each alternation | median |")
+    print("|---|---|---:|")
+    for mode, name in (("off", "in memory"), ("on", "streamed")):
+        print(f"| {name} | {', '.join(f'{v:,.0f}' for v in speed[mode])} | {float(np.median(speed[mode])):,.0f} |")
 
 
 def train(data: Path, out: Path, stream: str, args) -> dict:
@@ -105,17 +140,25 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--max-steps", type=int, default=400, help="training steps per epoch at most (each run)")
     ap.add_argument("--dir", default=None, help="where the temporary folder goes (default: the system's)")
+    ap.add_argument("--interleave", type=int, default=0, help="only compare the paths' step speed in one process, "
+                    "alternating this many times on the subset")
     args = ap.parse_args()
     row = SIDE * SIDE
     n_big, n_small = int(args.gb * 2**30) // row, int(args.subset_mb * 2**20) // row
     tmp = Path(tempfile.mkdtemp(prefix="bench_stream-", dir=args.dir))
     started = time.perf_counter()
     try:
+        if args.interleave:
+            write_npy(tmp / "subset.npy", n_small)
+            return interleave(tmp / "subset.npy", args)
         big, small = tmp / "big.npy", tmp / "subset.npy"
         t_big = write_npy(big, n_big)
         write_npy(small, n_small)
+        t0 = time.perf_counter()
+        os.sync()  # the files on disk before any training: no write-back competes with the first run
+        t_sync = time.perf_counter() - t0
         print(f"wrote {big.stat().st_size / 2**30:.2f} GiB ({n_big:,} images) in {t_big:.0f} s and "
-              f"{small.stat().st_size / 2**20:.0f} MiB ({n_small:,} images)", file=sys.stderr)
+              f"{small.stat().st_size / 2**20:.0f} MiB ({n_small:,} images), synced in {t_sync:.0f} s", file=sys.stderr)
         runs = {}
         for name, data, stream in (("stream, big file", big, "on"), ("in memory, subset", small, "off"),
                                    ("stream, subset", small, "on")):

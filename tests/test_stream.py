@@ -105,11 +105,16 @@ def test_auto_streams_by_the_memory_budget_and_shard_folders_always(files, monke
     assert load_data(str(files["npy"])).train.streamed
     x = np.load(files["npy"], mmap_mode="r")  # the estimators take memory-mapped arrays the same way
     assert from_array(x).streamed
+    from latentforge import VAE
+
+    vae = VAE(latent_dim=2, hidden=(16,), epochs=1, random_state=0).fit(x)
+    assert vae.scale_ == 255.0 and vae.transform(np.asarray(x[:3])).shape == (3, 2)
 
 
 def test_streaming_and_in_memory_reach_similar_loss(files) -> None:
     """Same data, seed and steps; only the batch order differs (windowed vs full shuffle). Tolerance: 3 % of the
-    test loss after 8 epochs (seed-to-seed spread of this setting is ~1 %)."""
+    test loss after 8 epochs (measured: 27.64 vs 27.74 at seed 0, 28.16 vs 27.65 at seed 1; the order alone moves
+    this setting's loss by up to ~2 %)."""
     losses = {}
     for mode in ("on", "off"):
         splits = load_data(str(files["npy"]), stream=mode)

@@ -156,7 +156,7 @@ class NpzPart:
                 names = {n[:-4] for n in zf.namelist() if n.endswith(".npy")}
                 key, ykey = _npz_keys(path, names)
                 with zf.open(key + ".npy") as f:
-                    shape, _, dtype, _ = _header(f, path)
+                    shape, _, dtype = _header(f, path)
             self.key = key
             self.y = None
             if ykey is not None:
@@ -311,13 +311,13 @@ def npy_header(path: Path) -> tuple[tuple[int, ...], bool, np.dtype, int]:
     """(shape, Fortran order, dtype, data offset) from a ``.npy`` header, without reading the data."""
     try:
         with open(path, "rb") as f:
-            shape, fortran, dtype, _ = _header(f, path)
+            shape, fortran, dtype = _header(f, path)
             return shape, fortran, dtype, f.tell()
     except OSError as e:
         raise UserError(f"{path}: cannot read ({e})") from None
 
 
-def _header(f, path: Path) -> tuple[tuple[int, ...], bool, np.dtype, None]:
+def _header(f, path: Path) -> tuple[tuple[int, ...], bool, np.dtype]:
     fmt = np.lib.format
     try:
         version = fmt.read_magic(f)
@@ -329,7 +329,7 @@ def _header(f, path: Path) -> tuple[tuple[int, ...], bool, np.dtype, None]:
             shape, fortran, dtype = fmt._read_array_header(f, version)  # 3.0: utf-8 field names
     except (ValueError, EOFError, SyntaxError) as e:
         raise UserError(f"{path}: not a readable .npy ({str(e).splitlines()[0]}); is the file complete?") from None
-    return tuple(int(s) for s in shape), bool(fortran), np.dtype(dtype), None
+    return tuple(int(s) for s in shape), bool(fortran), np.dtype(dtype)
 
 
 def _npz_keys(path: Path, names: set[str]) -> tuple[str, str | None]:
