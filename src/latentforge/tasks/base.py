@@ -245,15 +245,19 @@ def all_figures() -> list[Figure]:
     return out
 
 
+def named_or_file(spec: str) -> Dataset:
+    """A data name's test split, or every row of a file or folder (read by its extension, in its order)."""
+    if spec in NAMES:
+        return load_data(spec).test
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise UserError(f"{spec}: no such file or folder")
+    return read_path(path)
+
+
 def scoring_data(spec: str, config: dict):
     """The data to score: a data name (its test split) or a whole file, checked against the training columns."""
-    if spec in NAMES:
-        ds = load_data(spec).test
-    else:
-        path = Path(spec).expanduser()
-        if not path.exists():
-            raise UserError(f"{spec}: no such file or folder")
-        ds = read_path(path)
+    ds = named_or_file(spec)
     info = config.get("data_info", {})
     want = config.get("model_config", {}).get("input_shape") or info.get("sample_shape")
     if want is not None and list(ds.sample_shape) != list(want):

@@ -17,15 +17,14 @@ from torch import nn
 
 from .. import plots
 from ..checkpoint import load_model, read_config
-from ..data import NAMES, Dataset, Splits, load_data
-from ..data.files import read_path
+from ..data import Dataset, Splits
 from ..errors import UserError
 from ..io import atomic_path
 from ..metrics.reconstruction import psnr, ssim
 from ..models.base import Batch
 from ..models.superres import Upscaler
 from ..train import Monitor, TrainResult
-from .base import Figure, Metric, RunOptions, Task, register_task
+from .base import Figure, Metric, RunOptions, Task, named_or_file, register_task
 from .generate import hold_out_rows
 
 SR_METRICS = {
@@ -127,13 +126,7 @@ def evaluate_superres(model: nn.Module, test: Dataset, *, device="cpu") -> dict:
 def low_res_data(spec: str, model: nn.Module, *, from_high: bool, n: int | None) -> tuple[Dataset, np.ndarray]:
     """The images to upscale as float32 (N, C, h, w) in [0, 1]: a data name (its test split) or a whole file or
     folder; with ``from_high``, high-resolution images that are block-averaged first."""
-    if spec in NAMES:
-        ds = load_data(spec).test
-    else:
-        path = Path(spec).expanduser()
-        if not path.exists():
-            raise UserError(f"{spec}: no such file or folder")
-        ds = read_path(path)
+    ds = named_or_file(spec)
     if not ds.is_image:
         raise UserError(f"{ds.name}: samples of shape {list(ds.sample_shape)} are not images; give images "
                         "(n, height, width) or (n, channels, height, width)")
