@@ -1,15 +1,20 @@
 """Representations on MNIST (issue 17): clustering, linear probes, denoising, with anchors measured in the same run.
 
-    python benchmarks/bench_represent.py cluster            # all 70,000 images, seed 0 (--seeds 0,1,2 for three)
-    python benchmarks/bench_represent.py probe              # codes of AE, DAE, VAE, β-VAE vs raw pixels
-    python benchmarks/bench_represent.py denoise            # σ = 0.5 Gaussian noise, clipped, on 1,000 test images
-    python benchmarks/bench_represent.py                    # all three
+    python benchmarks/bench_represent.py cluster --threads 1   # all 70,000 images, seed 0 (--seeds 0,1,2: three)
+    python benchmarks/bench_represent.py probe --threads 1     # codes of AE, DAE, VAE, β-VAE vs raw pixels
+    python benchmarks/bench_represent.py denoise --threads 1   # σ = 0.5 Gaussian noise, clipped, 1,000 test images
+    python benchmarks/bench_represent.py --threads 1           # all three
+
+On a shared 2-CPU machine use ``--threads 1``: with 2 threads and one other busy process, training here ran
+10-30x slower than with 1 (docs/results.md).
 
 cluster: every one of the 70,000 MNIST images (train + test), labels only for scoring (ACC under the best
 one-to-one matching, NMI, ARI). Anchors: ``cluster_codes`` on raw grey levels in [0, 1] (unstandardised) with
 k-means and with UMAP(10-d) + GMM. Ours: an MLP autoencoder 784-500-500-2000-10 (N2D's shape) fitted on the
 70,000 images through the ``AutoEncoder`` estimator, its codes from ``tasks.represent.embed``, clustered by
-``cluster_codes`` (k-means, GMM, UMAP + GMM), then IDEC (``refine``) from the UMAP + GMM clusters.
+``cluster_codes`` (k-means, GMM, UMAP + GMM on standardised codes, and UMAP + GMM on the codes as they are, as
+N2D does), then IDEC (``refine``) from the latter's clusters. ``--subset N`` runs it on the first N training
+images only, ``--ae-epochs`` / ``--idec-epochs`` change the training lengths (for studying settings).
 
 probe: codes of the 60,000 training images fit StandardScaler + LogisticRegression, scored on the codes of the
 10,000 test images; the anchor does the same on raw pixels.
@@ -22,8 +27,9 @@ BM3D runs when ``import bm3d`` works (``pip install bm3d``); otherwise its row s
 image here, so it runs on the first ``--bm3d-images`` (200) test images, with σ chosen on 20 training images,
 and every method is also scored on that subset.
 
-Every setting below was fixed before the test-set numbers were seen; wall times are on this machine, with
-``--threads`` torch threads (UMAP runs single-threaded when seeded). ``--json FILE`` keeps every number.
+No setting below was chosen by test-set numbers (docs/results.md says what changed after the first runs and
+why); wall times are on this machine, with ``--threads`` torch and BLAS/OpenMP threads (UMAP runs
+single-threaded when seeded). ``--json FILE`` keeps every number.
 """
 
 from __future__ import annotations
@@ -225,8 +231,8 @@ def run_denoise(seeds: list[int], bm3d_images: int = 200) -> list[dict]:
             r.update(psnr=psnr(clean, out), ssim=ssim(clean, out))
         r.update(psnr_sub=psnr(clean[:sub], out[:sub]), ssim_sub=ssim(clean[:sub], out[:sub]))
         rows.append(r)
-        print(f"  {name}: PSNR {r.get('psnr', float('nan')):.2f} dB, SSIM {r.get('ssim', float('nan')):.3f} "
-              f"(first {sub}: {r['psnr_sub']:.2f} dB, {r['ssim_sub']:.3f})  {seconds:.0f} s", flush=True)
+        every = f"PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.3f} " if "psnr" in r else ""
+        print(f"  {name}: {every}(first {sub}: {r['psnr_sub']:.2f} dB, {r['ssim_sub']:.3f})  {seconds:.0f} s", flush=True)
 
     add("anchor: noisy input", noisy, 0.0)
     t0 = time.perf_counter()
