@@ -81,12 +81,9 @@ def cluster(
     from .metrics.representation import clustering_scores
     from .tasks.represent import cluster_codes, embed as embed_rows, refine as refine_clusters
 
-    from .tasks.represent import CLUSTER_METHODS
+    from .tasks.represent import check_request
 
-    if k < 2:
-        raise UserError(f"--k must be a whole number of clusters ≥ 2, got {k}")
-    if method not in CLUSTER_METHODS:
-        raise UserError(f"--method must be one of {', '.join(CLUSTER_METHODS)}, got {method!r}")
+    check_request(k, method)
     positive("--umap-dim", umap_dim)
     positive("--refine-epochs", refine_epochs)
     if out is not None:
@@ -97,8 +94,10 @@ def cluster(
     z = embed_rows(model, ds, device=device, progress=sys.stderr.isatty())
     found = cluster_codes(z, k, method=method, seed=seed, umap_dim=umap_dim)
     if refine:
-        found = refine_clusters(model, ds, found, epochs=refine_epochs, gamma=gamma, seed=seed, device=device)
-        z = embed_rows(model, ds, device=device)
+        found = refine_clusters(model, ds, found, epochs=refine_epochs, gamma=gamma, seed=seed, device=device,
+                                codes=z)
+        if map_png is not None:  # the refined encoder's codes, for the picture only
+            z = embed_rows(model, ds, device=device)
     labels = None if ds.y is None else np.asarray(ds.y)
     result = {"n": len(ds), "k": k, "method": found.method,
               "sizes": np.bincount(found.labels, minlength=k).tolist()}
@@ -235,9 +234,9 @@ def plot(
         elif kind == "traversals":
             if not isinstance(model, Likelihood):
                 raise UserError("traversals rank latent dimensions by their KL: they need a VAE")
-            mu, logvar = model.encode(torch.from_numpy(ds.head(min(len(ds), 1000))))
-            kl = model.kl(mu[:, :, None], logvar[:, :, None]).mean(0)
-            plots.save_traversals(model, mu[0], kl.numpy(), out)
+            from .tasks.generate import write_traversals
+
+            write_traversals(model, *model.encode(torch.from_numpy(ds.head(min(len(ds), 1000)))), out)
         elif kind == "interpolations":
             pairs = min(n, len(ds) // 2)
             if pairs < 1:

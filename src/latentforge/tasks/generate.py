@@ -209,10 +209,16 @@ def write_pictures(run_dir: Path, model: nn.Module, test: Dataset, history: list
         plots.save_latent_map(codes, labels, run_dir / "latent_map.png", label_names=test.label_names, seed=seed,
                               clusters=label_clusters(codes, labels, seed=seed))
         if logvar is not None and isinstance(model, Likelihood) and test.is_image and not model.uses_labels:
-            kl_per_dim = model.kl(mu[:, :, None], logvar[:, :, None]).mean(0)  # (latent,) average KL per dim
-            plots.save_traversals(model, mu[0], kl_per_dim.numpy(), run_dir / "traversals.png")
+            write_traversals(model, mu, logvar, run_dir / "traversals.png")
         if isinstance(model, Decoder) and mu.dim() == 2 and test.is_image and not model.uses_labels:
             write_latent_pictures(run_dir, model, test, codes=mu.flatten(1).numpy(), variational=logvar is not None)
+
+
+def write_traversals(model: nn.Module, mu: torch.Tensor, logvar: torch.Tensor, path: Path) -> None:
+    """traversals.png from the posterior (mu, logvar) of some inputs: the first input's code, its latent
+    dimensions ranked by their average KL over all the inputs."""
+    kl_per_dim = model.kl(mu[:, :, None], logvar[:, :, None]).mean(0)  # (latent,) average KL per dim
+    plots.save_traversals(model, mu[0], kl_per_dim.numpy(), path)
 
 
 def label_clusters(codes: np.ndarray, labels: np.ndarray | None, *, seed: int = 0) -> np.ndarray | None:

@@ -72,14 +72,21 @@ class Clustering:
     history: list[dict] = field(default_factory=list)
 
 
+def check_request(k: int, method: str) -> None:
+    """A clustering request that can be carried out: k ≥ 2 whole clusters by a known method (checked before any
+    data is read or encoded)."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 2:
+        raise UserError(f"--k must be a whole number of clusters ≥ 2, got {k!r}")
+    if method not in CLUSTER_METHODS:
+        raise UserError(f"--method must be one of {', '.join(CLUSTER_METHODS)}, got {method!r}")
+
+
 def check_codes(z: np.ndarray, k: int) -> np.ndarray:
     z = np.asarray(z)
     if z.ndim != 2 or len(z) == 0 or not np.issubdtype(z.dtype, np.number):
         raise UserError(f"codes must be a non-empty numeric (n, d) array, got shape {z.shape} dtype {z.dtype}")
     if not np.isfinite(z).all():
         raise UserError("codes hold NaN/Inf; embed finite data first")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 2:
-        raise UserError(f"--k must be a whole number of clusters ≥ 2, got {k!r}")
     if k > len(z):
         raise UserError(f"--k {k} is more clusters than rows ({len(z)}); ask for fewer")
     return z.astype(np.float64)
@@ -96,8 +103,7 @@ def cluster_codes(z: np.ndarray, k: int, *, method: str = "kmeans", seed: int = 
     from sklearn.cluster import KMeans
     from sklearn.mixture import GaussianMixture
 
-    if method not in CLUSTER_METHODS:
-        raise UserError(f"--method must be one of {', '.join(CLUSTER_METHODS)}, got {method!r}")
+    check_request(k, method)
     z = check_codes(z, k)
     zs = (z - z.mean(0)) / (z.std(0) + 1e-8) if standardise else z
     if method == "kmeans":
@@ -128,9 +134,10 @@ def umap_map(z: np.ndarray, *, dim: int, n_neighbors: int, seed: int) -> np.ndar
 
 def refine(model: nn.Module, ds: Dataset, start: Clustering, *, epochs: int = 10, gamma: float = 0.1,
            lr: float = 1e-3, batch_size: int = 256, seed: int = 0, device: str = "cpu",
-           progress: bool | None = None) -> Clustering:
+           progress: bool | None = None, codes: np.ndarray | None = None) -> Clustering:
     """DEC/IDEC self-training of ``model``'s encoder from the ``start`` clusters (their code means are the first
-    centres). ``gamma`` weighs the model's own loss (IDEC); 0 is plain DEC. Trains ``model`` in place."""
+    centres). ``gamma`` weighs the model's own loss (IDEC); 0 is plain DEC. ``codes``: ``ds``'s codes under
+    ``model`` when the caller has them already (else they are computed). Trains ``model`` in place."""
     from ..models.dec import DeepClustering
     from ..train import TrainConfig, fit
 
@@ -140,7 +147,7 @@ def refine(model: nn.Module, ds: Dataset, start: Clustering, *, epochs: int = 10
         raise UserError(f"model {model.registry_name!r} is conditional; --refine works on unconditional encoders")
     if gamma < 0:
         raise UserError(f"--gamma must be ≥ 0, got {gamma}")
-    z = embed(model, ds, device=device)
+    z = embed(model, ds, device=device) if codes is None else codes
     k = int(start.labels.max()) + 1
     centres = np.stack([z[start.labels == c].mean(0) if np.any(start.labels == c) else z.mean(0) for c in range(k)])
     wrapper = DeepClustering(model, centres, gamma=gamma)
