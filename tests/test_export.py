@@ -152,7 +152,7 @@ def test_every_model_exports_what_it_offers_or_says_why(name: str, tmp_path: Pat
     """Untrained, every registered model: each offered part matches PyTorch, or is one clear UserError
     (sparse-input encoders, whose first layer fixes the batch while tracing)."""
     shape = {"recommend": [30], "topics": [40]}.get(MODELS[name].task, [1, 8, 8])
-    model = build_model(name, input_shape=shape, **({"n_classes": 3} if name == "cvae" else {})).eval()
+    model = build_model(name, input_shape=shape, **({"n_classes": 3} if MODELS[name].uses_labels else {})).eval()
     for part in available_parts(model):
         try:
             _, p = export_onnx(model, tmp_path / f"{part}.onnx", part=part)

@@ -12,7 +12,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "latentforge"
 
 # Lowest first. A module may import modules of its own layer and of any layer below.
 LAYERS = [
-    ("foundation", ["errors", "io", "settings"]),
+    ("foundation", ["errors", "io", "settings", "precision"]),
     ("data", ["data"]),
     ("nn", ["nn"]),
     ("models", ["models"]),
@@ -22,7 +22,7 @@ LAYERS = [
     ("tasks", ["tasks"]),
     ("run", ["report", "compare", "run", "export"]),
     ("estimators", ["estimators", "detectors", "recommenders"]),
-    ("cli", ["cli", "cli_options", "cli_common", "cli_use", "__init__"]),
+    ("cli", ["cli", "cli_options", "cli_common", "cli_use", "cli_augment", "cli_classify", "__init__"]),
 ]
 
 

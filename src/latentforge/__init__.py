@@ -15,7 +15,8 @@ _LAZY = {
     "MultVAE": "estimators", "MultDAE": "estimators",
     "DeepSVDD": "estimators", "AEDetector": "estimators", "EnsembleDetector": "estimators",
     "TopicModel": "estimators",
-    "cluster_codes": "tasks.represent", "clustering_scores": "metrics.representation",
+    "SemiSupervisedClassifier": "estimators.classify", "classify": "tasks.classify",
+    "cluster_codes": "tasks.represent", "clustering_scores": "metrics.representation", "augment": "tasks.augment",
 }
 
 __all__ = ["UserError", "__version__", *_LAZY]

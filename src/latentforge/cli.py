@@ -61,6 +61,10 @@ def _epochs_help() -> str:
     return f"Epochs to train (total, also with --resume). Default 10, 50 on the small digits set; {own}."
 
 
+PRECISION_HELP = ("fp32, bf16 or auto: bf16 autocast of the networks (weights, optimiser state and losses stay fp32). "
+                  "auto: bf16 for conv models on a CPU with AMX or AVX-512 BF16 or a CUDA GPU, else fp32.")
+
+
 def train(
     model: Optional[str] = typer.Argument(None, help="(see below)", show_default=False),
     data: Optional[str] = typer.Option(None, "--data", help="Data name (digits, mnist, fashion-mnist, breastmnist, "
@@ -78,6 +82,7 @@ def train(
     eval_k: int = typer.Option(100, "--eval-k", help="Importance samples for the IWAE NLL in metrics.json (0: skip)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (auto picks CUDA when present)."),
     compile: str = typer.Option("auto", "--compile", help="torch.compile the loss: auto, on or off."),
+    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
     nproc: Optional[int] = typer.Option(None, "--nproc", help="Train on N processes (torchrun; gloo on CPU, NCCL on "
                                         "GPUs): each global batch is split between them. Several machines: "
                                         "torchrun --nnodes M --node-rank R --rdzv-endpoint HOST:PORT -m latentforge.cli "
@@ -102,6 +107,11 @@ def train(
                                            "this (a count if ≥ 1, else a share; default 2)."),
     max_df: Optional[float] = typer.Option(None, "--max-df", help="Text data: drop words in more documents than this "
                                            "(a share if ≤ 1, else a count; default 0.5)."),
+    labels_per_class: Optional[int] = typer.Option(None, "--labels-per-class", help="Label budget for conditional "
+                                                   "models (cvae, cdcgan): train on N labelled rows per class drawn "
+                                                   "from the training split (test and validation splits untouched)."),
+    label_seed: Optional[int] = typer.Option(None, "--label-seed", help="Seed of the --labels-per-class draw "
+                                             "(default 0; separate from --seed)."),
     **settings,
 ) -> None:
     """Train a model on a data set; writes a run directory with weights, metrics, pictures and report.html.
@@ -134,16 +144,26 @@ def train(
     if eval_k < 0:
         raise UserError(f"--eval-k must be 0 or more, got {eval_k}")
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, compile=compile,
-                      binarize=binarize, patience=patience, stream=stream)
+                      binarize=binarize, patience=patience, stream=stream, precision=precision)
     data_options = {"min_rating": min_rating, "user_col": user_col, "item_col": item_col, "rating_col": rating_col,
                     "text_column": text_column, "encoding": encoding, "vocab_size": vocab_size, "min_df": min_df,
-                    "max_df": max_df}
+                    "max_df": max_df, **_label_budget(labels_per_class, label_seed)}
     run_dir = train_run(model, data, cfg, model_kwargs=parse_flags(settings), out=out, resume=resume, eval_k=eval_k,
                         data_options=data_options, train_flags=given & set(TrainConfig.names()))
     if distributed.world().main:
         _print_metrics(run_dir)
         typer.echo(f"run directory: {run_dir}")
         typer.echo(f"report: {run_dir / 'report.html'}")
+
+
+def _label_budget(per_class: int | None, seed: int | None) -> dict:
+    """``--labels-per-class``/``--label-seed`` as data options (both saved in config.json; the seed 0 if not given)."""
+    if per_class is None:
+        if seed is not None:
+            raise UserError("--label-seed draws the rows of a label budget; give --labels-per-class N too")
+        return {}
+    _positive("--labels-per-class", per_class)
+    return {"labels_per_class": per_class, "label_seed": 0 if seed is None else seed}
 
 
 def _torchrun(nproc: int) -> int:
@@ -202,6 +222,7 @@ def sample(
     label: Optional[int] = typer.Option(None, "--label", help="Class to sample (conditional models only)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed for reproducible samples."),
     out: Path = typer.Option(..., "--out", help="Output file: .png (a grid) or .npy (the arrays)."),
+    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
 ) -> None:
     """Generate new samples from a trained model (no data needed)."""
     from .models.base import Sampler
@@ -213,20 +234,22 @@ def sample(
     if seed is not None and not 0 <= seed < 2**63:
         raise UserError(f"--seed must be in [0, 2**63), got {seed}")
     _out_file(out, (".png", ".npy"))
-    model, _ = load_run(run)
+    model, _ = load_run(run, precision=precision)
     if not isinstance(model, Sampler):
         raise UserError(f"{run}: model {model.registry_name!r} cannot generate samples")
     if label is not None and not model.uses_labels:
-        raise UserError(f"--label needs a conditional model (cvae); {run} holds a {model.registry_name}")
+        raise UserError(f"--label needs a conditional model (cvae, cdcgan); {run} holds a {model.registry_name}")
     if model.uses_labels and (label is None or not 0 <= label < model.n_classes):
         raise UserError(f"{run} holds a conditional model: give --label L with L in 0..{model.n_classes - 1}")
     if out.suffix.lower() == ".png" and len(model.config["input_shape"]) != 3:
         raise UserError(f"{run}: the model draws table rows, not images; write --out FILE.npy")
     import torch
 
-    with torch.no_grad():
+    from .precision import autocast
+
+    with torch.no_grad(), autocast(model):
         x = model.sample(n, seed=seed) if label is None else model.sample(n, label=label, seed=seed)
-    _save_array_or_png(x.numpy(), out)
+    _save_array_or_png(x.float().numpy(), out)
     typer.echo(f"wrote {n} samples to {out}")
 
 
@@ -236,6 +259,7 @@ def reconstruct(
     data: Optional[str] = typer.Option(None, "--data", help="Data name or path (default: the run's test set)."),
     n: int = typer.Option(32, "-n", "--n", help="How many inputs to reconstruct (.png shows them above their reconstructions)."),
     out: Path = typer.Option(..., "--out", help="Output file: .png (inputs and reconstructions) or .npy (reconstructions)."),
+    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
 ) -> None:
     """Reconstruct inputs through the model (encode, then decode)."""
     import numpy as np
@@ -248,13 +272,15 @@ def reconstruct(
     _out_file(out, (".png", ".npy"))
     from .models.base import Reconstructor
 
-    model, config = load_run(run)
+    from .precision import autocast
+
+    model, config = load_run(run, precision=precision)
     if not isinstance(model, Reconstructor):
         raise UserError(f"{run}: model {model.registry_name!r} does not reconstruct")
     ds = run_test_data(config, data)
     x = torch.from_numpy(ds.floats()[:n])
-    with torch.no_grad():
-        rec = model.reconstruct(x).numpy()
+    with torch.no_grad(), autocast(model):
+        rec = model.reconstruct(x).float().numpy()
     if out.suffix.lower() == ".npy":
         _save_array_or_png(rec, out)
     else:
@@ -266,6 +292,7 @@ def reconstruct(
 
 MAX_K = 100_000
 IWAE_N = 1000
+IWAE_N_CONV = 500  # a conv VAE's decoder costs ~5× an MLP's per importance sample
 
 
 @app.command()
@@ -273,11 +300,14 @@ def evaluate(
     run: Path = typer.Argument(..., help="Run directory."),
     data: Optional[str] = typer.Option(None, "--data", help="Data name or path (default: the run's test set)."),
     k: int = typer.Option(1000, "--k", help=f"Importance samples for the IWAE NLL (0: skip it; at most {MAX_K:,})."),
-    iwae_n: Optional[int] = typer.Option(IWAE_N, "--iwae-n", help="IWAE NLL on the first N test samples (the default "
-                                         "keeps an MLP MNIST run's evaluation under a minute on 2 CPU cores; give the test set's size for all)."),
+    iwae_n: Optional[int] = typer.Option(None, "--iwae-n", help=f"IWAE NLL on the first N test samples (default "
+                                         f"{IWAE_N} for MLPs, {IWAE_N_CONV} for conv networks: an MNIST run's evaluation "
+                                         "stays under two minutes on 2 CPU cores; metrics.json states N and the "
+                                         "standard error; give the test set's size for all)."),
     json_out: bool = typer.Option(False, "--json", help="Print metrics.json's shape as JSON on stdout."),
     features: str = typer.Option("mnist", "--features", help="Feature space of FID/KID/P/R: mnist (the shipped "
                                  "net, 28×28 grey), inception (your local inception-2015-12-05.pt) or a TorchScript file."),
+    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
 ) -> None:
     """Evaluate a run on its test set (or --data): loss, ELBO, IWAE NLL, reconstruction, sample quality.
     The run's metrics.json is updated (with the settings used, under "evaluation") only for its own test set."""
@@ -292,7 +322,9 @@ def evaluate(
     if iwae_n is not None and iwae_n < 1:
         raise UserError(f"--iwae-n must be at least 1, got {iwae_n}")
     extractor = resolve_features(features)
-    model, config = load_run(run)
+    model, config = load_run(run, precision=precision)
+    if iwae_n is None:
+        iwae_n = IWAE_N_CONV if getattr(model, "arch", "mlp") == "conv" else IWAE_N
     splits = run_splits(config, data)
     from .run import check_compatible
 
@@ -310,7 +342,8 @@ def evaluate(
     test = task.evaluate(model, ds, splits, k=k, device="cpu", max_iwae=iwae_n, progress=sys.stderr.isatty(),
                          features=extractor)
     if own:
-        metrics = update_metrics(run, test, {"iwae_k": k, "iwae_n": test.get("iwae_n"), "features": features})
+        metrics = update_metrics(run, test, {"iwae_k": k, "iwae_n": test.get("iwae_n"), "features": features,
+                                             "precision": model.precision})
     else:
         metrics = {"model": config["model"], "data": data, "test": test}
     if json_out:
@@ -354,12 +387,14 @@ def score(
                                                   "(PyOD's rule: flags that share of the training data) instead of --threshold."),
     score_kind: str = typer.Option("auto", "--score", help="auto, recon, elbo, iwae (VAEs) or distance (deep-svdd)."),
     k: int = typer.Option(16, "--k", help="Posterior samples for elbo / importance samples for iwae scores."),
+    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
 ) -> None:
     """Anomaly scores for new data, with a threshold that needs no guessed contamination rate."""
     from .tasks.anomaly import score_run
 
     _positive("--k", k)
-    r = score_run(run, data, out, threshold=threshold, contamination=contamination, score=score_kind, k=k)
+    r = score_run(run, data, out, threshold=threshold, contamination=contamination, score=score_kind, k=k,
+                  precision=precision)
     typer.echo(f"scored {r['n']} samples ({r['score']} score): {r['flagged']} flagged as anomalies "
                f"(score > {r['threshold']:.6g}, rule {r['rule'] or 'fpr:0.01'}); wrote {out}")
     if "auroc" in r:
@@ -516,6 +551,14 @@ def _flag_message(e: SettingError) -> str:
 from .cli_use import register as _register_use  # noqa: E402
 
 _register_use(app)  # embed, cluster, plot, denoise, upscale
+
+from .cli_augment import register as _register_augment  # noqa: E402
+
+_register_augment(app)  # augment
+
+from .cli_classify import register as _register_classify  # noqa: E402
+
+_register_classify(app)  # classify
 
 if __name__ == "__main__":
     sys.exit(main())

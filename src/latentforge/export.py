@@ -58,8 +58,9 @@ class _Fn(nn.Module):
         return self.fn(*args)
 
 
-def _gan_generator(model: GAN, z: torch.Tensor) -> torch.Tensor:
-    return (torch.tanh(model.g_ema(z)).view(-1, *model.input_shape) + 1) / 2  # as GAN.sample (len() would fix the batch)
+def _gan_generator(model: GAN, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    out = model.g_ema(z) if y is None else model.g_ema(z, y)  # a conditional GAN's generator takes the label too
+    return (torch.tanh(out).view(-1, *model.input_shape) + 1) / 2  # as GAN.sample (len() would fix the batch)
 
 
 def _builders(model: nn.Module) -> dict[str, Callable[..., torch.Tensor]]:
@@ -69,7 +70,8 @@ def _builders(model: nn.Module) -> dict[str, Callable[..., torch.Tensor]]:
     if isinstance(model, Encoder):
         out["encoder"] = (lambda x, y: model.encode(x, y)[0]) if cond else (lambda x: model.encode(x)[0])
     if isinstance(model, GAN):
-        out["decoder"] = out["generator"] = lambda z: _gan_generator(model, z)
+        out["decoder"] = out["generator"] = ((lambda z, y: _gan_generator(model, z, y)) if cond
+                                             else (lambda z: _gan_generator(model, z)))
     elif isinstance(model, Decoder) and hasattr(model, "latent_dim"):
         out["decoder"] = (lambda z, y: model.decode(z, y)) if cond else (lambda z: model.decode(z))
         if isinstance(model, Sampler):  # sample() decodes z ~ N(0, I)

@@ -131,10 +131,12 @@ def read_json_object(path: str | Path) -> dict:
 
 
 def save_tensors(path: str | Path, tensors: dict, metadata: dict[str, str] | None = None) -> None:
+    import torch
     from safetensors.torch import save_file
 
     with atomic_path(path) as tmp:
-        save_file({k: v.detach().cpu().clone() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        save_file({k: v.detach().cpu().clone(memory_format=torch.contiguous_format) for k, v in tensors.items()},
+                  str(tmp), metadata=metadata)  # contiguous: channels-last weights are stored as plain (C, H, W)
 
 
 def load_tensors(path: str | Path) -> dict:

@@ -206,8 +206,8 @@ def finish_run(run_dir: Path, model: nn.Module, splits: Splits, result: TrainRes
         "model": config["model"], "task": task.name, "data": config["data"], "epochs": len(result.history),
         "train_seconds": round(result.train_seconds, 3), "samples_per_second": round(result.samples_per_second, 1),
         "likelihood": model.config.get("likelihood", getattr(model, "likelihood", None)),
-        "binarize": config["train"].get("binarize"), "interrupted": result.interrupted,
-        "evaluation": {"iwae_k": run.eval_k}, "test": test,
+        "binarize": config["train"].get("binarize"), "interrupted": result.interrupted, "precision": result.precision,
+        "evaluation": {"iwae_k": run.eval_k, "precision": getattr(model, "precision", "fp32")}, "test": test,
     }
     if result.best_epoch is not None:  # the model kept its best epoch on validation data (train.KeepBest)
         metrics["best_epoch"] = result.best_epoch
@@ -216,10 +216,16 @@ def finish_run(run_dir: Path, model: nn.Module, splits: Splits, result: TrainRes
     write_report(run_dir)
 
 
-def load_run(run_dir: Path, *, device: str = "cpu") -> tuple[nn.Module, dict]:
-    """The trained model of a run directory and its config."""
+def load_run(run_dir: Path, *, device: str = "cpu", precision: str = "fp32") -> tuple[nn.Module, dict]:
+    """The trained model of a run directory and its config; the model computes in ``precision`` (auto, fp32 or
+    bf16, resolved for it and the device: :func:`latentforge.precision.set_precision`)."""
+    from .precision import check_precision, set_precision
+
+    check_precision(precision)  # a bad value fails before the weights are read
     config = read_config(Path(run_dir))
-    return load_model(run_dir, device=resolve_device(device)), config
+    model = load_model(run_dir, device=resolve_device(device))
+    set_precision(model, precision, resolve_device(device))
+    return model, config
 
 
 def run_test_data(config: dict, data: str | None) -> Dataset:

@@ -29,6 +29,7 @@ from .data.stream_batcher import eval_batches
 from .errors import UserError
 from .io import atomic_path
 from .models.base import Batch, Model
+from .precision import PRECISIONS, autocast, set_precision
 from .settings import SettingError, Settings, setting
 
 
@@ -48,6 +49,10 @@ class TrainConfig(Settings):
     eval_batch_size: int = setting(1000, "batch size of evaluation passes", min=1)
     patience: int | None = setting(None, "early stopping: epochs without improvement of the monitored value",
                                    min=1)
+    precision: str = setting("auto", "fp32, bf16 or auto: bf16 autocast of the networks (weights, optimiser state "
+                             "and losses stay fp32); auto picks bf16 where the model measured faster and the "
+                             "device computes bf16 natively (CPU with AMX or AVX-512 BF16, CUDA)",
+                             choices=PRECISIONS)
     stream: str = setting("auto", "read the data from disk a block at a time instead of into memory: on, off or auto "
                           "(.npy and Parquet files larger than a quarter of the memory, and folders of .npy/.npz "
                           "shards)", choices=("auto", "on", "off"))
@@ -79,6 +84,7 @@ class TrainResult:
     train_seconds: float = 0.0
     samples_seen: int = 0
     interrupted: bool = False
+    precision: str = "fp32"  # what the networks computed in (--precision resolved for this model and device)
     best_epoch: int | None = None  # set when the model has a ``monitor``: the epoch whose weights it ends with
     optimizers: dict[str, torch.optim.Optimizer] = field(default_factory=dict, repr=False)  # fit(optimizers=) goes on
 
@@ -126,7 +132,8 @@ def _make_step(model: Model, optimizers: dict, compiled: bool) -> Callable[[Batc
     (opt,) = optimizers.values()
 
     def step(batch: Batch) -> dict[str, torch.Tensor]:
-        out = loss_fn(batch)
+        with autocast(model):
+            out = loss_fn(batch)
         opt.zero_grad(set_to_none=False)
         out["loss"].backward()
         opt.step()
@@ -161,7 +168,8 @@ def evaluate_loss(model: nn.Module, data: Dataset, *, batch_size: int = 1000, de
     batches = (eval_batches(data, labels, batch_size=batch_size, device=device) if data.streamed else
                Batcher(data.tensor(), labels, batch_size=batch_size, scale=data.scale, shuffle=False, device=device))
     for xb, yb in batches:
-        out = model.loss(Batch(xb, yb))
+        with autocast(model):
+            out = model.loss(Batch(xb, yb))
         for k, v in out.items():
             sums[k] = sums.get(k, 0.0) + float(v) * len(xb)
         n += len(xb)
@@ -226,6 +234,7 @@ def fit(
     torch.manual_seed(cfg.seed)
     batch_gen = torch.Generator().manual_seed(cfg.seed)  # the same on every rank: the batches are the same
     model.to(device).train()
+    result = TrainResult(precision=set_precision(model, cfg.precision, device))
     distributed.broadcast_model(model)
     if here.distributed:  # per-step noise (dropout, reparameterisation) differs between ranks, like their rows
         torch.manual_seed(cfg.seed + 7919 * here.rank)
@@ -244,7 +253,6 @@ def fit(
             distributed.average_gradients_before_step(optimizers)
     else:
         optimizer_state_to_params(optimizers)  # the model may have moved since (e.g. kept on the CPU between calls)
-    result = TrainResult()
     start_epoch = 0
     if resume:
         if run_dir is None:

@@ -13,12 +13,13 @@ from ..errors import UserError
 from .batcher import Batcher
 from .dataset import Dataset, Splits, holdout_split
 from .files import array_dataset, read_path
+from .labels import label_budget, split_by_budget
 from .named import NAMES, load_named
 from .stream import STREAMABLE, StreamDataset, check_stream_mode, open_stream, stream_memmap
 from .stream_batcher import StreamBatcher
 
 __all__ = ["Batcher", "Dataset", "Splits", "NAMES", "StreamBatcher", "StreamDataset", "load_data", "from_array",
-           "binarize_static"]
+           "binarize_static", "label_budget", "split_by_budget"]
 
 
 def load_data(spec: str, *, test_fraction: float = 0.1, interactions: bool = False, stream: str = "auto",

@@ -89,7 +89,8 @@ def read_npy(path: Path) -> Dataset:
 
 
 def read_npz(path: Path, split: str | None = None) -> Dataset:
-    """An .npz with ``x``/``X`` (and optional ``y``), or MedMNIST-style ``<split>_images``."""
+    """An .npz with ``x``/``X`` (and optional ``y``), ``images``/``labels`` (what ``latentforge augment`` writes), or
+    MedMNIST-style ``<split>_images``."""
     try:
         return _read_npz(path, split)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
@@ -102,7 +103,7 @@ def _read_npz(path: Path, split: str | None) -> Dataset:
     if split and f"{split}_images" in keys:
         y = z[f"{split}_labels"] if f"{split}_labels" in keys else None
         return array_dataset(z[f"{split}_images"], y, f"{path.stem}-{split}")
-    for xk, yk in (("x", "y"), ("X", "y"), ("data", "labels"), ("train_images", "train_labels")):
+    for xk, yk in (("x", "y"), ("X", "y"), ("data", "labels"), ("images", "labels"), ("train_images", "train_labels")):
         if xk in keys:
             return array_dataset(z[xk], z[yk] if yk in keys else None, path.name)
     if len(keys) == 1:

@@ -140,7 +140,7 @@ class VAE(AutoencoderEstimator):
     def __init__(self, latent_dim: int = 20, hidden: Sequence[int] = (400,), likelihood: str = "auto",
                  beta: float = 1.0, arch: str = "auto", scaling: str = "standard", trim: float = 0.0, epochs: int = 10,
                  batch_size: int = 128, lr: float = 1e-3, random_state: int | None = None, device: str = "auto",
-                 verbose: bool = False) -> None:
+                 verbose: bool = False, precision: str = "auto") -> None:
         self.latent_dim = latent_dim
         self.hidden = hidden
         self.likelihood = likelihood
@@ -154,6 +154,7 @@ class VAE(AutoencoderEstimator):
         self.random_state = random_state
         self.device = device
         self.verbose = verbose
+        self.precision = precision
 
 
 class BetaVAE(VAE):
@@ -165,10 +166,10 @@ class BetaVAE(VAE):
                  beta: float = 4.0, arch: str = "auto", kl_warmup: int = 0, capacity: float = 0.0,
                  capacity_steps: int = 10000, scaling: str = "standard", trim: float = 0.0, epochs: int = 10,
                  batch_size: int = 128, lr: float = 1e-3, random_state: int | None = None, device: str = "auto",
-                 verbose: bool = False) -> None:
+                 verbose: bool = False, precision: str = "auto") -> None:
         super().__init__(latent_dim=latent_dim, hidden=hidden, likelihood=likelihood, beta=beta, arch=arch,
                          scaling=scaling, trim=trim, epochs=epochs, batch_size=batch_size, lr=lr,
-                         random_state=random_state, device=device, verbose=verbose)
+                         random_state=random_state, device=device, verbose=verbose, precision=precision)
         self.kl_warmup = kl_warmup
         self.capacity = capacity
         self.capacity_steps = capacity_steps
@@ -207,7 +208,7 @@ class AutoEncoder(AutoencoderEstimator):
     def __init__(self, latent_dim: int = 20, hidden: Sequence[int] = (400,), likelihood: str = "auto",
                  arch: str = "auto", scaling: str = "standard", trim: float = 0.0, epochs: int = 10,
                  batch_size: int = 128, lr: float = 1e-3, random_state: int | None = None, device: str = "auto",
-                 verbose: bool = False) -> None:
+                 verbose: bool = False, precision: str = "auto") -> None:
         self.latent_dim = latent_dim
         self.hidden = hidden
         self.likelihood = likelihood
@@ -220,6 +221,7 @@ class AutoEncoder(AutoencoderEstimator):
         self.random_state = random_state
         self.device = device
         self.verbose = verbose
+        self.precision = precision
 
 
 class DenoisingAutoEncoder(AutoEncoder):
@@ -230,8 +232,8 @@ class DenoisingAutoEncoder(AutoEncoder):
     def __init__(self, latent_dim: int = 20, hidden: Sequence[int] = (400,), likelihood: str = "auto",
                  arch: str = "auto", noise: str = "mask:0.3", scaling: str = "standard", trim: float = 0.0,
                  epochs: int = 10, batch_size: int = 128, lr: float = 1e-3, random_state: int | None = None,
-                 device: str = "auto", verbose: bool = False) -> None:
+                 device: str = "auto", verbose: bool = False, precision: str = "auto") -> None:
         super().__init__(latent_dim=latent_dim, hidden=hidden, likelihood=likelihood, arch=arch, scaling=scaling,
                          trim=trim, epochs=epochs, batch_size=batch_size, lr=lr, random_state=random_state,
-                         device=device, verbose=verbose)
+                         device=device, verbose=verbose, precision=precision)
         self.noise = noise

@@ -28,9 +28,10 @@ from ..errors import UserError
 from ..io import replace_folder, write_json
 from ..models import model_class
 from ..settings import SettingError
+from ..precision import set_precision
 from ..train import Monitor, TrainConfig, fit, optimizer_state_to_params
 
-TRAIN_PARAMS = ("epochs", "batch_size", "lr", "random_state", "device", "verbose")
+TRAIN_PARAMS = ("epochs", "batch_size", "lr", "random_state", "device", "verbose", "precision")
 TRAIN_NAMES = {"seed": "random_state", "progress": "verbose"}  # TrainConfig field → estimator parameter
 
 ESTIMATOR_CLASSES: dict[str, type[ModelEstimator]] = {}
@@ -92,7 +93,8 @@ class ModelEstimator(BaseEstimator):
     def _train_config(self, n: int, **given) -> TrainConfig:
         values = {"epochs": self._epochs(n), "batch_size": self.batch_size, "lr": self.lr,
                   "seed": 0 if self.random_state is None else self.random_state, "device": self.device,
-                  "progress": bool(self.verbose), "patience": getattr(self, "patience", None), **given}
+                  "progress": bool(self.verbose), "patience": getattr(self, "patience", None),
+                  "precision": getattr(self, "precision", "auto"), **given}
         try:
             return TrainConfig(**values)
         except SettingError as e:
@@ -257,7 +259,8 @@ class ModelEstimator(BaseEstimator):
     def _write(self, directory: Path) -> None:
         info = {"sample_shape": list(self.input_shape_), "scale": self.scale_,
                 "sample_shape_in": None if self.sample_shape_in_ is None else list(self.sample_shape_in_),
-                "value_range": None if self.value_range_ is None else list(self.value_range_)}
+                "value_range": None if self.value_range_ is None else list(self.value_range_),
+                "precision": self.model_.precision}  # what fitted state (thresholds, scores) was computed in
         save_model(self.model_, directory, {"estimator_class": type(self).__name__, "estimator": self._params_json(),
                                             "data_info": info})
         extra = self._save_extra(directory)
@@ -288,6 +291,7 @@ class ModelEstimator(BaseEstimator):
             est.sample_shape_in_ = tuple(int(s) for s in shape_in) if shape_in else None
             vr = info.get("value_range")
             est.value_range_ = tuple(float(v) for v in vr) if vr else None
+            set_precision(model, str(info.get("precision", "fp32")), device)  # as its thresholds were computed
         except (TypeError, ValueError) as e:
             raise UserError(f"{directory / CONFIG}: data_info is damaged ({e}); restore it or train again") from None
         if list(est.input_shape_) != list(model.config["input_shape"]) or not est.scale_ > 0:

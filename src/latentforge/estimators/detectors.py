@@ -192,7 +192,7 @@ class DeepSVDD(Detector):
                  pretrain: int = 0, contamination: float | None = None, threshold: str | None = None,
                  validation_fraction: float = 0.1, patience: int | None = 10, score_kind: str = "auto",
                  epochs: int | None = None, batch_size: int = 128, lr: float = 1e-3, random_state: int | None = None,
-                 device: str = "auto", verbose: bool = False, **deprecated) -> None:
+                 device: str = "auto", verbose: bool = False, precision: str = "auto", **deprecated) -> None:
         self.latent_dim = latent_dim
         self.hidden = hidden
         self.arch = arch
@@ -212,6 +212,7 @@ class DeepSVDD(Detector):
         self.random_state = random_state
         self.device = device
         self.verbose = verbose
+        self.precision = precision
 
     def _model_settings(self, ds: Dataset) -> dict:
         settings = super()._model_settings(ds)
@@ -251,6 +252,7 @@ class AEDetector(Detector, AutoencoderEstimator):
                  contamination: float | None = None, threshold: str | None = None, validation_fraction: float = 0.1,
                  patience: int | None = 10, score_kind: str = "auto", epochs: int | None = None, batch_size: int = 64,
                  lr: float = 1e-3, random_state: int | None = None, device: str = "auto", verbose: bool = False,
+                 precision: str = "auto",
                  **deprecated) -> None:
         self.kind = kind
         self.latent_dim = latent_dim
@@ -270,6 +272,7 @@ class AEDetector(Detector, AutoencoderEstimator):
         self.random_state = random_state
         self.device = device
         self.verbose = verbose
+        self.precision = precision
 
     def _model_name(self) -> str:
         if self.kind not in ("ae", "dae", "vae"):
@@ -316,7 +319,7 @@ class EnsembleDetector(Detector):
     def __init__(self, members: Sequence[str] = ("vae", "deep-svdd"), n_per_member: int = 1,
                  contamination: float | None = None, threshold: str | None = None,
                  validation_fraction: float = 0.1, random_state: int | None = None, device: str = "auto",
-                 verbose: bool = False) -> None:
+                 verbose: bool = False, precision: str = "auto") -> None:
         self.members = members
         self.n_per_member = n_per_member
         self.contamination = contamination
@@ -325,12 +328,14 @@ class EnsembleDetector(Detector):
         self.random_state = random_state
         self.device = device
         self.verbose = verbose
+        self.precision = precision
 
     def _make(self, name: str, seed: int) -> Detector:
         if name not in DETECTORS:
             raise UserError(f"unknown ensemble member {name!r}; use {', '.join(DETECTORS)}")
         kw = {"kind": name} if DETECTORS[name] is AEDetector else {}
-        return DETECTORS[name](**kw, random_state=seed, device=self.device, verbose=self.verbose)
+        return DETECTORS[name](**kw, random_state=seed, device=self.device, verbose=self.verbose,
+                               precision=self.precision)
 
     def fit(self, X, y=None):
         """Fit every member on the same rows (a slice held out for the threshold)."""

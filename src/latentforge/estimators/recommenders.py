@@ -41,7 +41,7 @@ class MultVAE(ModelEstimator):
                  batch_size: int = 128, lr: float = 1e-3, min_rating: float = 4.0, min_items: int = 5,
                  validation_users: int | float = 0.1, user_col: str = "user", item_col: str = "item",
                  rating_col: str = "rating", random_state: int | None = None, device: str = "auto",
-                 verbose: bool = False) -> None:
+                 verbose: bool = False, precision: str = "auto") -> None:
         self.hidden = hidden
         self.latent_dim = latent_dim
         self.dropout = dropout
@@ -60,6 +60,7 @@ class MultVAE(ModelEstimator):
         self.random_state = random_state
         self.device = device
         self.verbose = verbose
+        self.precision = precision
 
     def _interactions(self, data) -> Interactions:
         if isinstance(data, Interactions):
@@ -156,7 +157,7 @@ class MultDAE(MultVAE):
                  epochs: int = 150, batch_size: int = 128, lr: float = 1e-3, min_rating: float = 4.0,
                  min_items: int = 5, validation_users: int | float = 0.1, user_col: str = "user",
                  item_col: str = "item", rating_col: str = "rating", random_state: int | None = None,
-                 device: str = "auto", verbose: bool = False) -> None:
+                 device: str = "auto", verbose: bool = False, precision: str = "auto") -> None:
         self.hidden = hidden
         self.latent_dim = latent_dim
         self.dropout = dropout
@@ -173,3 +174,4 @@ class MultDAE(MultVAE):
         self.random_state = random_state
         self.device = device
         self.verbose = verbose
+        self.precision = precision

@@ -41,7 +41,7 @@ class TopicModel(ModelEstimator):
                  dropout: float = 0.2, log_counts: bool = True, alpha: float = 1.0, relevance: float = 0.75,
                  topic_min_docs: float = 0.005, vocab_size: int = 5000, min_df: float = 2, max_df: float = 0.5,
                  text_column: str = "text", epochs: int = 200, batch_size: int = 200, lr: float = 2e-3, random_state: int | None = None,
-                 device: str = "auto", verbose: bool = False) -> None:
+                 device: str = "auto", verbose: bool = False, precision: str = "auto") -> None:
         self.n_components = n_components
         self.kind = kind
         self.hidden = hidden
@@ -60,6 +60,7 @@ class TopicModel(ModelEstimator):
         self.random_state = random_state
         self.device = device
         self.verbose = verbose
+        self.precision = precision
 
     def _model_name(self) -> str:
         if self.kind not in KINDS:

@@ -11,6 +11,7 @@ from torch import nn
 
 from ..data import Dataset
 from ..models.base import Encoder, Likelihood, Reconstructor, Sampler
+from ..precision import autocast, full_precision
 from ..train import NOTE_EVERY, evaluate_loss
 from .likelihood import iwae_nll
 from .reconstruction import per_sample_bce, per_sample_mse, ssim_per_sample
@@ -28,7 +29,7 @@ def evaluate_model(model: nn.Module, test: Dataset, *, k: int = 1000, max_iwae: 
     the sample-quality metrics: None for the shipped MNIST net (28×28 grey images only), or a
     :class:`~latentforge.metrics.extractors.TorchScriptFeatures` (e.g. Inception) for any images.
     """
-    with torch.random.fork_rng(), torch.no_grad():  # same numbers every time, caller's RNG untouched
+    with torch.random.fork_rng(), torch.no_grad(), autocast(model):  # same numbers every time, RNG untouched
         torch.manual_seed(seed)
         return _evaluate(model, test, k=k, max_iwae=max_iwae, device=device, progress=progress, chunk=chunk,
                          features=features)
@@ -59,9 +60,9 @@ def _evaluate(model: nn.Module, test: Dataset, *, k: int, max_iwae: int | None, 
         if isinstance(model, Likelihood) and k > 0 and start < n_iwae:
             nll.append(torch.from_numpy(iwae_nll(model, x[: n_iwae - start], k=k)))
         if isinstance(model, Encoder) and test.y is not None and start < probe_n:
-            codes.append(model.encode(x[: probe_n - start])[0].flatten(1).cpu().numpy())
+            codes.append(model.encode(x[: probe_n - start])[0].flatten(1).float().cpu().numpy())
         if isinstance(model, Reconstructor):
-            rec = model.reconstruct(x).cpu().numpy()
+            rec = model.reconstruct(x).float().cpu().numpy()
             mse_i.append(per_sample_mse(xn, rec))
             if test.in_unit_interval:
                 bce_i.append(per_sample_bce(xn, rec))
@@ -70,7 +71,9 @@ def _evaluate(model: nn.Module, test: Dataset, *, k: int, max_iwae: int | None, 
     if elbo:
         out["elbo"] = float(torch.cat(elbo).mean())
     if nll:
-        out["nll_iwae"] = float(torch.cat(nll).mean())
+        per_nll = torch.cat(nll).double()
+        out["nll_iwae"] = float(per_nll.mean())
+        out["nll_iwae_se"] = float(per_nll.std() / len(per_nll) ** 0.5) if len(per_nll) > 1 else float("nan")
         out["iwae_k"] = k
         out["iwae_n"] = n_iwae
     if mse_i:
@@ -117,6 +120,7 @@ def sample_quality_of(model: nn.Module, test: Dataset, *, device="cpu", n: int =
     from .sample_quality import sample_quality
 
     n = min(n, len(test))
-    fake = torch.cat([model.sample(min(1000, n - i), seed=seed + i).cpu() for i in range(0, n, 1000)])
-    q = sample_quality(test.head(n), fake.clamp(0, 1).numpy(), extractor=features)
+    fake = torch.cat([model.sample(min(1000, n - i), seed=seed + i).float().cpu() for i in range(0, n, 1000)])
+    with full_precision():  # the feature space is fp32 whatever the model computes in
+        q = sample_quality(test.head(n), fake.clamp(0, 1).numpy(), extractor=features)
     return {**q, "quality_n": n, "quality_features": "mnist-cnn" if features is None else features.name}

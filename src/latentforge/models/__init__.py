@@ -3,7 +3,7 @@ contract, :mod:`.registry` maps names to classes). Importing this package regist
 
 from __future__ import annotations
 
-from . import autoencoder, deep_svdd, gan, multvae, superres, topic, vae, vae_variants, vqvae  # noqa: F401  (registers them)
+from . import autoencoder, cgan, deep_svdd, gan, multvae, superres, topic, vae, vae_variants, vqvae  # noqa: F401  (registers them)
 from .base import Batch, Model, capabilities
 from .registry import MODELS, build_model, model_class, register
 

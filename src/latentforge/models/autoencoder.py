@@ -74,7 +74,7 @@ class AutoEncoder(Body):
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
         """The code z (a tuple like VAE.encode, so tasks treat both alike)."""
-        return self.to_code(self.features(x)), None
+        return self.to_code(self.features(x)).float(), None
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.output_mean(self.decoder_out(z))

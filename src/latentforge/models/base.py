@@ -17,6 +17,7 @@ from typing import ClassVar, NamedTuple, Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from ..precision import autocast
 from ..settings import SettingError, Settings, setting
 
 
@@ -47,7 +48,15 @@ class Model(nn.Module):
     Config: ClassVar[type[Settings]] = ModelConfig
     uses_labels: ClassVar[bool] = False  # the trainer hands it integer labels in ``batch.y``
     default_epochs: ClassVar[int | None] = None  # `latentforge train` default when --epochs is not given
+    # bf16: the objective stays fp32 under autocast (network outputs cast back before any loss, KL or likelihood)
+    bf16_ready: ClassVar[bool] = False
+    precision: str = "fp32"  # what it computes in: set by latentforge.precision.set_precision, never saved
     config: dict
+
+    def prefers_bf16(self) -> bool:
+        """Whether ``--precision auto`` should pick bf16 where the device has it natively: measured faster for
+        this network (benchmarks/bench_conv_speed.py). Default: no."""
+        return False
 
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         raise NotImplementedError
@@ -65,7 +74,8 @@ class Model(nn.Module):
         """One update on ``batch``; returns the values to log (each is guarded against NaN/Inf).
         Default: ``loss(batch)``, backward, one step of the single optimiser."""
         (opt,) = optimizers.values()
-        out = self.loss(batch)
+        with autocast(self):
+            out = self.loss(batch)
         opt.zero_grad(set_to_none=False)  # reuse gradient buffers: no per-step allocation
         out["loss"].backward()
         opt.step()

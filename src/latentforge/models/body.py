@@ -63,6 +63,12 @@ class BodyConfig(ModelConfig):
 class Body(Model):
     """Base for AE/DAE/VAE-style models. Subclasses call :meth:`build` in ``__init__``."""
 
+    bf16_ready = True  # encoder codes and decoder outputs are cast to fp32 before the objective
+
+    def prefers_bf16(self) -> bool:
+        """Convolutions measured faster under bf16 autocast on CPUs with native bf16; MLPs did not."""
+        return self.arch == "conv"
+
     def build(self, *, input_shape: Sequence[int], likelihood: str, arch: str, hidden: Sequence[int],
               channels: Sequence[int], activation: str, decoder_in: int, scaling: str = "standard",
               trim: float = 0.0) -> int:
@@ -137,13 +143,13 @@ class Body(Model):
         if self.likelihood == "gaussian":
             x = self.standardise(x)
         if self.arch == "conv":
-            x = x.view(-1, *self.input_shape)
+            x = x.view(-1, *self.input_shape).contiguous(memory_format=torch.channels_last)
         return self.encoder(x)
 
     def decoder_out(self, code: torch.Tensor) -> torch.Tensor:
         """Flat decoder pre-activations; extra leading dims of ``code`` (e.g. importance samples) are kept."""
         lead = code.shape[:-1]
-        return self.decoder(code.reshape(-1, code.shape[-1])).view(*lead, -1)
+        return self.decoder(code.reshape(-1, code.shape[-1])).float().view(*lead, -1)  # fp32 under bf16 autocast
 
     def output_mean(self, out: torch.Tensor) -> torch.Tensor:
         """Decoder pre-activations → mean of p(x|·) in data units, shaped like the input (robust scaling:

@@ -58,7 +58,7 @@ class VAE(Body):
 
     def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior mean and log-variance of q(z|x)."""
-        mu, logvar = self.to_stats(self._cond(self.features(x), y)).chunk(2, dim=-1)
+        mu, logvar = self.to_stats(self._cond(self.features(x), y)).float().chunk(2, dim=-1)
         return mu, logvar
 
     def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:

@@ -23,6 +23,7 @@ def supports_fused_step(model: nn.Module) -> bool:
         and torch.distributed.get_world_size() > 1  # gradients are averaged in the optimiser's step: keep it
     return (
         not several
+        and model.precision == "fp32"
         and model.registry_name == "vae"
         and model.n_classes == 0
         and model.likelihood == "bernoulli"

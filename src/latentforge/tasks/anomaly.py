@@ -26,6 +26,7 @@ class AnomalyTask(GenerateTask):
     metrics = ANOMALY_METRICS
     figures = ANOMALY_FIGURES
     streams = False  # Deep SVDD's pretraining and centres read the training data whole
+    data_options = ()  # label budgets are for the generate task's conditional models
 
     def model_settings(self, model_cls: type, splits: Splits, given: dict, run: RunOptions) -> dict:
         return dict(given)  # a detector has no likelihood or classes to derive from the data

@@ -14,10 +14,12 @@ from torch import nn
 
 from .. import plots
 from ..data import Dataset, Splits
+from ..data.labels import LabelBudget, budget_splits
 from ..errors import UserError
 from ..metrics import evaluate_model
 from ..models.base import AnomalyScorer, Codebook, Decoder, Denoiser, Encoder, Likelihood, ProgressFrames, Reconstructor, Sampler
 from ..train import Monitor, TrainResult, evaluate_loss
+from .augment import save_real_vs_generated
 from .base import Figure, Metric, RunOptions, Task, n_classes, register_task
 from .scoring import write_run_anomaly
 
@@ -27,6 +29,7 @@ GENERATIVE_METRICS = {
     "nll_iwae": Metric("−log p(x) by importance sampling (IWAE bound), nats per sample (lower is better)", "lower"),
     "iwae_k": Metric("importance samples per test sample used for nll_iwae"),
     "iwae_n": Metric("test samples the IWAE NLL was computed on"),
+    "nll_iwae_se": Metric("standard error of nll_iwae over its test samples (their spread / √iwae_n)"),
     "recon_mse": Metric("mean squared reconstruction error per value", "lower"),
     "recon_bce": Metric("binary cross-entropy of the reconstructions (decoded at the posterior mean), nats per "
                         "sample", "lower"),
@@ -57,6 +60,8 @@ GENERATIVE_METRICS = {
 
 GENERATIVE_FIGURES = (
     Figure("samples.png", "Samples", "Images generated from the prior (one row per class for conditional models)."),
+    Figure("real_vs_generated.png", "Real and generated, per class", "Conditional models: one row per class, test "
+           "images of that class (left) and the model's samples for that label (right)."),
     Figure("reconstructions.png", "Reconstructions", "Test inputs (odd rows) and their reconstructions (even rows)."),
     Figure("curves.png", "Training curves", "Loss per sample on the training and test sets after each epoch; for a "
            "model that keeps its best epoch by a validation value, that value (right axis) and the kept epoch."),
@@ -119,14 +124,21 @@ class GenerateTask(Task):
     metrics = GENERATIVE_METRICS
     figures = GENERATIVE_FIGURES
     streams = True
+    data_options = ("labels_per_class", "label_seed")  # a label budget (data.labels): conditional models only
+    data_example = "--labels-per-class 20 for cvae or cdcgan on breastmnist"
 
     def load(self, data: str, options: dict, run: RunOptions) -> Splits:
         splits = super().load(data, options, run)
+        if options.get("labels_per_class") is not None:
+            splits = budget_splits(splits, options["labels_per_class"], options.get("label_seed") or 0)
         return splits if splits.train.is_image else hold_out_rows(splits, seed=run.seed)
 
     def model_settings(self, model_cls: type, splits: Splits, given: dict, run: RunOptions) -> dict:
         settings = dict(given)
         names = model_cls.Config.names()
+        if isinstance(splits.extras, LabelBudget) and not model_cls.uses_labels:
+            raise UserError(f"--labels-per-class picks the labelled rows a conditional model trains on (cvae, cdcgan); "
+                            f"{model_cls.registry_name} ignores labels, so train it on every image without the flag")
         if model_cls.uses_labels:
             settings["n_classes"] = n_classes(splits.train)
         if "likelihood" in names:
@@ -186,6 +198,7 @@ def write_pictures(run_dir: Path, model: nn.Module, test: Dataset, history: list
         if model.uses_labels:  # a row of 8 per class
             rows = [model.sample(8, label=c, seed=seed + c) for c in range(model.n_classes)]
             plots.save_image(plots.image_grid(torch.cat(rows).numpy(), nrow=8), run_dir / "samples.png")
+            save_real_vs_generated(model, test, run_dir / "real_vs_generated.png", seed=seed)
         else:
             plots.save_samples(model.sample(64, seed=seed).numpy(), run_dir / "samples.png")
     x = torch.from_numpy(test.head(32))

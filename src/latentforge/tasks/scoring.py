@@ -30,6 +30,7 @@ from ..data import Dataset, Splits
 from ..errors import UserError
 from ..io import atomic_path, load_tensors, save_tensors, tensor_metadata
 from ..models.base import AnomalyScorer, Likelihood, Reconstructor, capabilities
+from ..precision import autocast, check_precision, set_precision
 from .base import Figure, Metric, run_splits, scoring_data
 
 SCORES = ("auto", "recon", "elbo", "iwae", "distance")
@@ -105,18 +106,22 @@ def anomaly_scores(model: nn.Module, x: np.ndarray | torch.Tensor, *, score: str
         noise = torch.randn(k, latent, generator=torch.Generator().manual_seed(seed)).to(device)
     for start in range(0, len(x), batch_size):
         xb = torch.as_tensor(x[start : start + batch_size], dtype=torch.float32, device=device)
-        if score == "distance":
-            s = model.anomaly_score(xb)
-        elif score == "elbo":  # averaged over k posterior samples: one sample is too noisy to rank by
-            s = -model.elbo(xb, noise=noise)
-        elif score == "iwae":
-            s = model.iwae_nll(xb, k=k, noise=noise)
-        elif isinstance(model, Likelihood):  # a VAE's reconstruction error at the posterior mean
-            s = model.recon_nll(model.decoder_out(model.encode(xb)[0]), xb.flatten(1))
-        else:
-            s = model.anomaly_score(xb)
+        with autocast(model):
+            s = _scores(model, xb, score, k, noise)
         out.append(s.double().cpu().numpy())
-    return np.concatenate(out)
+    return np.concatenate(out) if out else np.empty(0)
+
+
+def _scores(model: nn.Module, xb: torch.Tensor, score: str, k: int, noise: torch.Tensor | None) -> torch.Tensor:
+    if score == "distance":
+        return model.anomaly_score(xb)
+    if score == "elbo":  # averaged over k posterior samples: one sample is too noisy to rank by
+        return -model.elbo(xb, noise=noise)
+    if score == "iwae":
+        return model.iwae_nll(xb, k=k, noise=noise)
+    if isinstance(model, Likelihood):  # a VAE's reconstruction error at the posterior mean
+        return model.recon_nll(model.decoder_out(model.encode(xb)[0]), xb.flatten(1))
+    return model.anomaly_score(xb)
 
 
 def parse_threshold(spec: str | float | None, contamination: float | None = None) -> tuple[str, float]:
@@ -196,7 +201,7 @@ def store_reference_scores(path, model: nn.Module, train, held, *, score: str, k
                                   score=kind, k=k)
     held_scores = anomaly_scores(model, held.floats(), score=kind, k=k)
     save_tensors(path, {"train": torch.from_numpy(train_scores), "validation": torch.from_numpy(held_scores)},
-                 {"score": kind, "k": str(k), **(meta or {})})
+                 {"score": kind, "k": str(k), "precision": getattr(model, "precision", "fp32"), **(meta or {})})
     return train_scores, held_scores
 
 
@@ -252,21 +257,25 @@ def reference_scores(run_dir, model: nn.Module, config: dict, *, score: str, k: 
     kind = check_score(model, score)
     if path.exists():
         meta = tensor_metadata(path)
-        if meta.get("score") == kind and (kind not in ("elbo", "iwae") or meta.get("k") == str(k)):
+        same_precision = meta.get("precision", "fp32") == getattr(model, "precision", "fp32")  # else recomputed
+        if meta.get("score") == kind and (kind not in ("elbo", "iwae") or meta.get("k") == str(k)) and same_precision:
             t = load_tensors(path)
             return t["train"].numpy(), t["validation"].numpy()
     if "data" not in config:  # a save_pretrained folder: its training data are not known, only its stored scores
         have = tensor_metadata(path) if path.exists() else {}
         raise UserError(f"{run_dir}: the model was saved with reference scores for score {have.get('score', '?')!r} "
-                        f"(k {have.get('k', '?')}), not {kind!r} (k {k}); score with those settings")
+                        f"(k {have.get('k', '?')}, precision {have.get('precision', 'fp32')}), not {kind!r} (k {k}, "
+                        f"precision {getattr(model, 'precision', 'fp32')}); score with those settings")
     splits = run_splits(config)
     held = splits.validation if splits.validation is not None else splits.train
     return store_reference_scores(path, model, splits.train, held, score=kind, k=k)
 
 
 def score_run(run_dir, data: str, out, *, threshold: str | None = None, contamination: float | None = None,
-              score: str = "auto", k: int = 16) -> dict:
-    """Score ``data`` with a trained run and write ``out`` (CSV: index, score, is_anomaly)."""
+              score: str = "auto", k: int = 16, precision: str = "auto") -> dict:
+    """Score ``data`` with a trained run and write ``out`` (CSV: index, score, is_anomaly). The threshold's
+    reference scores are computed in the same ``precision`` as the new ones (recomputed when it changes)."""
+    check_precision(precision)
     parse_threshold(threshold, contamination)
     out = Path(out)
     if out.suffix.lower() != ".csv":
@@ -274,6 +283,7 @@ def score_run(run_dir, data: str, out, *, threshold: str | None = None, contamin
     if not out.parent.exists():
         raise UserError(f"{out.parent}: no such folder for --out")
     config, model = read_config(Path(run_dir)), load_model(Path(run_dir))
+    set_precision(model, precision, next(model.parameters()).device)
     if not (isinstance(model, AnomalyScorer) or isinstance(model, Likelihood)):
         raise UserError(f"{run_dir}: model {config['model']!r} gives no anomaly scores; train ae, dae, vae or deep-svdd")
     ds = scoring_data(data, config)

@@ -1,0 +1,274 @@
+"""Speed of the conv defaults on the CPU against a plain eager fp32 PyTorch loop of the same shape.
+
+Prints tables; every number is from this one run on this machine (CPU model and flags in the header).
+
+Speed (``--steps``/``--rounds``): training steps of MNIST batches (128 images) of each variant are timed in
+interleaved rounds, so that every variant meets the same machine load; a variant's time is its best round
+(this machine is shared and noisy), s/epoch is that time × 469 steps.
+
+* plain fp32        — the reference: today's default conv VAE shape (conv 1→32→64, stride 2, 4×4; Linear
+                      3136→400→2·20; decoder Linear 20→3136, transposed conv 64→32→1) written out by hand,
+                      the data set as one tensor in memory, random permutation, tensor indexing, torch.optim.Adam
+* plain + …         — one change each: channels_last, a sub-pixel decoder (3×3 conv to 4× channels +
+                      PixelShuffle), bf16 autocast, fused Adam
+* latentforge fp32 / auto — the model's own ``training_step`` on the trainer's batches, as
+                      ``latentforge train vae --data mnist --precision fp32|auto`` runs it
+
+The same for DCGAN (one discriminator and one generator update per batch). FLOPs per step are counted with
+``torch.utils.flop_counter`` on one step of the plain loop.
+
+Cost growth (``--scaling``): ``latentforge.train.fit`` for one epoch (precision auto) on 10k, 30k, 60k and 240k
+images (MNIST repeated with 1–3 pixel shifts) and at 2× and 4× channel widths (10k images), each in a fresh
+process: s/epoch and peak resident memory.
+
+Usage: python benchmarks/bench_conv_speed.py [--threads 2] [--steps 40] [--rounds 5] [--family vae,dcgan]
+       [--scaling]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from latentforge.data import load_data
+from latentforge.data.batcher import Batcher
+from latentforge.models import build_model
+from latentforge.models.base import Batch
+from latentforge.precision import describe_cpu, set_precision
+
+BATCH = 128
+STEPS_PER_EPOCH = -(-60000 // BATCH)
+
+
+def plain_vae(upsample: str = "transpose") -> tuple[nn.Module, nn.Module]:
+    """Encoder and decoder of the default conv VAE shape, written out (decoder: transposed convs or sub-pixel)."""
+    enc = nn.Sequential(nn.Conv2d(1, 32, 4, 2, 1), nn.ReLU(), nn.Conv2d(32, 64, 4, 2, 1), nn.ReLU(), nn.Flatten(),
+                        nn.Linear(64 * 7 * 7, 400), nn.ReLU(), nn.Linear(400, 40))
+    if upsample == "transpose":
+        up = [nn.ConvTranspose2d(64, 32, 4, 2, 1), nn.ReLU(), nn.ConvTranspose2d(32, 1, 4, 2, 1)]
+    else:
+        up = [nn.Conv2d(64, 4 * 32, 3, 1, 1), nn.PixelShuffle(2), nn.ReLU(), nn.Conv2d(32, 4, 3, 1, 1),
+              nn.PixelShuffle(2)]
+    dec = nn.Sequential(nn.Linear(20, 64 * 7 * 7), nn.ReLU(), nn.Unflatten(1, (64, 7, 7)), *up, nn.Flatten())
+    return enc, dec
+
+
+class PlainVAE:
+    """One eager step of the plain loop, with optional single changes (for what each contributes)."""
+
+    def __init__(self, x: torch.Tensor, *, upsample: str = "transpose", channels_last: bool = False,
+                 bf16: bool = False, fused: bool = False) -> None:
+        torch.manual_seed(0)
+        self.enc, self.dec = plain_vae(upsample)
+        if channels_last:
+            self.enc.to(memory_format=torch.channels_last)
+            self.dec.to(memory_format=torch.channels_last)
+        self.channels_last, self.bf16 = channels_last, bf16
+        self.opt = torch.optim.Adam([*self.enc.parameters(), *self.dec.parameters()], lr=1e-3,
+                                    **({"fused": True} if fused else {}))
+        self.x = x
+        self.perm = torch.randperm(len(x))
+        self.i = 0
+
+    def batch(self) -> torch.Tensor:
+        if self.i + BATCH > len(self.x):
+            self.perm, self.i = torch.randperm(len(self.x)), 0
+        xb = self.x[self.perm[self.i : self.i + BATCH]]
+        self.i += BATCH
+        return xb
+
+    def step(self) -> None:
+        xb = self.batch()
+        inp = xb.contiguous(memory_format=torch.channels_last) if self.channels_last else xb
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            mu, logvar = self.enc(inp).float().chunk(2, dim=1)
+            z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+            logits = self.dec(z).float()
+        rec = F.binary_cross_entropy_with_logits(logits, xb.flatten(1), reduction="sum")
+        kl = -0.5 * torch.sum(1 + logvar - mu.square() - logvar.exp())
+        self.opt.zero_grad()
+        ((rec + kl) / len(xb)).backward()
+        self.opt.step()
+
+
+def plain_dcgan() -> tuple[nn.Module, nn.Module]:
+    """Generator and discriminator of the default DCGAN shape (latent 64, channels 32/64), written out."""
+    g = nn.Sequential(nn.Linear(64, 64 * 7 * 7), nn.ReLU(), nn.Unflatten(1, (64, 7, 7)),
+                      nn.ConvTranspose2d(64, 32, 4, 2, 1), nn.BatchNorm2d(32), nn.ReLU(),
+                      nn.ConvTranspose2d(32, 1, 4, 2, 1), nn.Tanh())
+    d = nn.Sequential(nn.Conv2d(1, 32, 4, 2, 1), nn.LeakyReLU(0.2), nn.Conv2d(32, 64, 4, 2, 1), nn.LeakyReLU(0.2),
+                      nn.Flatten(), nn.Linear(64 * 7 * 7, 1))
+    return g, d
+
+
+class PlainDCGAN(PlainVAE):
+    """One eager DCGAN step: a discriminator update on a real batch and fresh fakes, then a generator update."""
+
+    def __init__(self, x: torch.Tensor, *, bf16: bool = False) -> None:
+        torch.manual_seed(0)
+        self.g, self.d = plain_dcgan()
+        self.bf16, self.x = bf16, x * 2 - 1
+        self.opt_g = torch.optim.Adam(self.g.parameters(), lr=2e-4, betas=(0.5, 0.999))
+        self.opt_d = torch.optim.Adam(self.d.parameters(), lr=2e-4, betas=(0.5, 0.999))
+        self.perm, self.i = torch.randperm(len(x)), 0
+
+    def step(self) -> None:
+        real = self.batch()
+        ac = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16)  # noqa: E731
+        with torch.no_grad(), ac():
+            fake = self.g(torch.randn(len(real), 64)).float()
+        with ac():
+            d_real, d_fake = self.d(real).float(), self.d(fake).float()
+        d_loss = (F.softplus(-d_real) + F.softplus(d_fake)).mean()
+        self.opt_d.zero_grad()
+        d_loss.backward()
+        self.opt_d.step()
+        self.d.requires_grad_(False)
+        with ac():
+            g_loss = F.softplus(-self.d(self.g(torch.randn(len(real), 64)).float()).float()).mean()
+        self.opt_g.zero_grad()
+        g_loss.backward()
+        self.d.requires_grad_(True)
+        self.opt_g.step()
+
+
+class Ours:
+    """The model's own ``training_step`` on the trainer's batches (what ``fit`` runs per step)."""
+
+    def __init__(self, name: str, train, precision: str) -> None:
+        torch.manual_seed(0)
+        self.model = build_model(name, input_shape=[1, 28, 28], arch="conv")
+        self.model.train()
+        self.precision = set_precision(self.model, precision, "cpu")
+        self.opts = self.model.configure_optimizers(2e-4 if name == "dcgan" else 1e-3)
+        self.batcher = Batcher(train.tensor(), None, batch_size=BATCH, scale=train.scale,
+                               generator=torch.Generator().manual_seed(0))
+        self.it = iter(self.batcher)
+
+    def step(self) -> None:
+        try:
+            xb, _ = next(self.it)
+        except StopIteration:
+            self.it = iter(self.batcher)
+            xb, _ = next(self.it)
+        self.model.training_step(Batch(xb), self.opts)
+
+
+def flops_per_step(stepper) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        stepper.step()
+    return float(counter.get_total_flops())
+
+
+def time_variants(variants: dict, steps: int, rounds: int) -> dict[str, float]:
+    """Best per-step seconds of each variant over interleaved rounds."""
+    for v in variants.values():  # warm-up: oneDNN primitives, allocator
+        for _ in range(3):
+            v.step()
+    best = dict.fromkeys(variants, float("inf"))
+    for _ in range(rounds):
+        for name, v in variants.items():
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                v.step()
+            best[name] = min(best[name], (time.perf_counter() - t0) / steps)
+    return best
+
+
+def speed_table(title: str, variants: dict, reference: str, steps: int, rounds: int, flops: float) -> list[dict]:
+    best = time_variants(variants, steps, rounds)
+    ref = best[reference]
+    print(f"\n{title}: best of {rounds} interleaved rounds of {steps} steps, batch {BATCH}; "
+          f"{flops / 1e9:.2f} GFLOP per step (forward + backward, plain loop)")
+    print(f"{'variant':<34}{'ms/step':>9}{'s/epoch':>9}{'speed-up':>10}{'GFLOP/s':>9}")
+    rows = []
+    for name, t in best.items():
+        print(f"{name:<34}{t * 1e3:>9.1f}{t * STEPS_PER_EPOCH:>9.1f}{ref / t:>9.2f}x{flops / t / 1e9:>9.0f}")
+        rows.append({"variant": name, "ms_per_step": t * 1e3, "s_per_epoch": t * STEPS_PER_EPOCH, "speedup": ref / t})
+    return rows
+
+
+def one_scaling_run(n: int, width: int, threads: int) -> None:
+    """Child process: one epoch of fit on ``n`` images at ``width``× channels; prints JSON."""
+    from latentforge.data import from_array
+    from latentforge.train import TrainConfig, fit
+
+    torch.set_num_threads(threads)
+    x = load_data("mnist").train.x
+    reps = [np.roll(x, (s % 3 + 1) * (1 if s % 2 else -1), axis=-1 - s % 2) if s else x for s in range(-(-n // len(x)))]
+    data = from_array(np.concatenate(reps)[:n], name=f"mnist x{len(reps)}")
+    model = build_model("vae", input_shape=[1, 28, 28], arch="conv", channels=[32 * width, 64 * width])
+    res = fit(model, data, None, TrainConfig(epochs=1, progress=False, precision="auto"))
+    print(json.dumps({"seconds": res.history[0]["seconds"], "precision": res.precision,
+                      "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def scaling_table(threads: int) -> None:
+    print(f"\ncost growth: one epoch of `fit` (conv VAE, precision auto), {threads} threads, fresh process each")
+    print(f"{'images':>8}{'channels':>10}{'s/epoch':>9}{'µs/image':>10}{'peak MB':>9}  precision")
+    for n, width in ((10_000, 1), (30_000, 1), (60_000, 1), (240_000, 1), (10_000, 2), (10_000, 4)):
+        out = subprocess.run([sys.executable, __file__, "--one", f"{n},{width}", "--threads", str(threads)],
+                             check=True, capture_output=True, text=True).stdout
+        r = json.loads(out.strip().splitlines()[-1])
+        chans = f"{32 * width}/{64 * width}"
+        print(f"{n:>8}{chans:>10}{r['seconds']:>9.1f}{r['seconds'] / n * 1e6:>10.0f}{r['peak_mb']:>9.0f}  "
+              f"{r['precision']}", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=40, help="steps per variant per round")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--family", default="vae,dcgan", help="comma-separated: vae, dcgan")
+    ap.add_argument("--scaling", action="store_true", help="also the cost-growth table (fresh processes)")
+    ap.add_argument("--one", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.one:
+        n, width = (int(v) for v in args.one.split(","))
+        return one_scaling_run(n, width, args.threads)
+    torch.set_num_threads(args.threads)
+    print(f"CPU: {describe_cpu()}; torch {torch.__version__}, {args.threads} threads")
+    train = load_data("mnist").train
+    x = torch.from_numpy(train.x).float().div(255)
+    families = args.family.split(",")
+    if "vae" in families:
+        variants = {
+            "plain fp32 (reference)": PlainVAE(x),
+            "plain + channels_last": PlainVAE(x, channels_last=True),
+            "plain + sub-pixel decoder": PlainVAE(x, upsample="subpixel"),
+            "plain + fused Adam": PlainVAE(x, fused=True),
+            "plain + bf16 autocast": PlainVAE(x, bf16=True),
+            "plain + bf16 + channels_last": PlainVAE(x, bf16=True, channels_last=True),
+            "latentforge --precision fp32": Ours("vae", train, "fp32"),
+            f"latentforge --precision auto ({set_precision(build_model('vae', input_shape=[1, 28, 28]), 'auto', 'cpu')})":
+                Ours("vae", train, "auto"),
+        }
+        speed_table("conv VAE (MNIST)", variants, "plain fp32 (reference)", args.steps, args.rounds,
+                    flops_per_step(PlainVAE(x)))
+    if "dcgan" in families:
+        variants = {
+            "plain fp32 (reference)": PlainDCGAN(x),
+            "plain + bf16 autocast": PlainDCGAN(x, bf16=True),
+            "latentforge --precision fp32": Ours("dcgan", train, "fp32"),
+            "latentforge --precision auto": Ours("dcgan", train, "auto"),
+        }
+        speed_table("DCGAN (MNIST)", variants, "plain fp32 (reference)", args.steps, args.rounds,
+                    flops_per_step(PlainDCGAN(x)))
+    if args.scaling:
+        scaling_table(args.threads)
+
+
+if __name__ == "__main__":
+    main()
