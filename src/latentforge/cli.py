@@ -256,7 +256,8 @@ def sample(
 @app.command()
 def reconstruct(
     run: Path = typer.Argument(..., help="Run directory."),
-    data: Optional[str] = typer.Option(None, "--data", help="Data name or path (default: the run's test set)."),
+    data: Optional[str] = typer.Option(None, "--data", help="Data name (its test set) or path (its first rows, in "
+                                       "order); default: the run's test set."),
     n: int = typer.Option(32, "-n", "--n", help="How many inputs to reconstruct (.png shows them above their reconstructions)."),
     out: Path = typer.Option(..., "--out", help="Output file: .png (inputs and reconstructions) or .npy (reconstructions)."),
     precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
@@ -266,7 +267,7 @@ def reconstruct(
     import torch
 
     from .plots import save_reconstructions
-    from .run import load_run, run_test_data
+    from .run import load_run, use_data
 
     _positive("-n", n)
     _out_file(out, (".png", ".npy"))
@@ -277,8 +278,8 @@ def reconstruct(
     model, config = load_run(run, precision=precision)
     if not isinstance(model, Reconstructor):
         raise UserError(f"{run}: model {model.registry_name!r} does not reconstruct")
-    ds = run_test_data(config, data)
-    x = torch.from_numpy(ds.floats()[:n])
+    ds = use_data(config, data)  # a file: its own first rows; a data name: its test split
+    x = torch.from_numpy(ds.head(n))
     with torch.no_grad(), autocast(model):
         rec = model.reconstruct(x).float().numpy()
     if out.suffix.lower() == ".npy":

@@ -102,11 +102,9 @@ class DeepSVDDConfig(ModelConfig):
 class DeepSVDD(Model):
     """One-class Deep SVDD on tables (standardised inside, statistics stored) or images."""
 
-    bf16_ready = True  # distances to the centre are computed from fp32 features
-
-    def prefers_bf16(self) -> bool:
-        """Conv networks measured faster under bf16 autocast on CPUs with native bf16; MLPs did not."""
-        return self.arch == "conv"
+    # distances to the centre are computed from fp32 features; auto stays fp32: its small nets (8-4 channels, max
+    # pooling) are bound by per-op overheads, and bf16 measured no faster (1.01×, benchmarks/bench_conv_speed.py)
+    bf16_ready = True
 
     def __init__(self, c: DeepSVDDConfig) -> None:
         super().__init__()
