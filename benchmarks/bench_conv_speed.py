@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -202,6 +201,29 @@ def speed_table(title: str, variants: dict, reference: str, steps: int, rounds: 
     return rows
 
 
+def epoch_table(train, x: torch.Tensor, rounds: int) -> None:
+    """Whole epochs, not best steps: the plain fp32 loop against ``fit`` (fp32 and auto), interleaved."""
+    from latentforge.train import TrainConfig, fit
+
+    best = {"plain fp32 loop (reference)": float("inf"), "fit --precision fp32": float("inf"),
+            "fit --precision auto": float("inf")}
+    for _ in range(rounds):
+        plain = PlainVAE(x)
+        t0 = time.perf_counter()
+        for _ in range(STEPS_PER_EPOCH):
+            plain.step()
+        best["plain fp32 loop (reference)"] = min(best["plain fp32 loop (reference)"], time.perf_counter() - t0)
+        for p in ("fp32", "auto"):
+            model = build_model("vae", input_shape=[1, 28, 28], arch="conv")
+            res = fit(model, train, None, TrainConfig(epochs=1, progress=False, precision=p))
+            best[f"fit --precision {p}"] = min(best[f"fit --precision {p}"], res.history[0]["seconds"])
+    ref = best["plain fp32 loop (reference)"]
+    print(f"\nconv VAE, whole MNIST epochs (60,000 images), best of {rounds} interleaved rounds")
+    print(f"{'loop':<34}{'s/epoch':>9}{'speed-up':>10}")
+    for name, t in best.items():
+        print(f"{name:<34}{t:>9.1f}{ref / t:>9.2f}x")
+
+
 def one_scaling_run(n: int, width: int, threads: int) -> None:
     """Child process: one epoch of fit on ``n`` images at ``width``× channels; prints JSON."""
     from latentforge.data import from_array
@@ -212,21 +234,43 @@ def one_scaling_run(n: int, width: int, threads: int) -> None:
     reps = [np.roll(x, (s % 3 + 1) * (1 if s % 2 else -1), axis=-1 - s % 2) if s else x for s in range(-(-n // len(x)))]
     data = from_array(np.concatenate(reps)[:n], name=f"mnist x{len(reps)}")
     model = build_model("vae", input_shape=[1, 28, 28], arch="conv", channels=[32 * width, 64 * width])
+    del x, reps
+    before = resident_mb(reset_peak=True)  # the data in memory; the peak from loading it is forgotten
     res = fit(model, data, None, TrainConfig(epochs=1, progress=False, precision="auto"))
-    print(json.dumps({"seconds": res.history[0]["seconds"], "precision": res.precision,
-                      "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    print(json.dumps({"seconds": res.history[0]["seconds"], "precision": res.precision, "before_mb": before,
+                      "peak_mb": peak_mb()}))
+
+
+def resident_mb(reset_peak: bool = False) -> float:
+    """This process's resident memory now (Linux); ``reset_peak`` restarts the kernel's peak (VmHWM) from here."""
+    if reset_peak:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    return _status_mb("VmRSS")
+
+
+def peak_mb() -> float:
+    return _status_mb("VmHWM")
+
+
+def _status_mb(key: str) -> float:
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def scaling_table(threads: int) -> None:
-    print(f"\ncost growth: one epoch of `fit` (conv VAE, precision auto), {threads} threads, fresh process each")
-    print(f"{'images':>8}{'channels':>10}{'s/epoch':>9}{'µs/image':>10}{'peak MB':>9}  precision")
+    print(f"\ncost growth: one epoch of `fit` (conv VAE, precision auto), {threads} threads, fresh process each; "
+          "memory: resident before fit (data loaded) and the peak during it")
+    print(f"{'images':>8}{'channels':>10}{'s/epoch':>9}{'µs/image':>10}{'before MB':>10}{'peak MB':>9}  precision")
     for n, width in ((10_000, 1), (30_000, 1), (60_000, 1), (240_000, 1), (10_000, 2), (10_000, 4)):
         out = subprocess.run([sys.executable, __file__, "--one", f"{n},{width}", "--threads", str(threads)],
                              check=True, capture_output=True, text=True).stdout
         r = json.loads(out.strip().splitlines()[-1])
         chans = f"{32 * width}/{64 * width}"
-        print(f"{n:>8}{chans:>10}{r['seconds']:>9.1f}{r['seconds'] / n * 1e6:>10.0f}{r['peak_mb']:>9.0f}  "
-              f"{r['precision']}", flush=True)
+        print(f"{n:>8}{chans:>10}{r['seconds']:>9.1f}{r['seconds'] / n * 1e6:>10.0f}{r['before_mb']:>10.0f}"
+              f"{r['peak_mb']:>9.0f}  {r['precision']}", flush=True)
 
 
 def main() -> None:
@@ -235,6 +279,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=40, help="steps per variant per round")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--family", default="vae,dcgan,ae,wgan,svdd", help="comma-separated: vae, dcgan, ae, wgan, svdd")
+    ap.add_argument("--epochs", type=int, default=2, help="rounds of whole-epoch timing (0: skip)")
     ap.add_argument("--scaling", action="store_true", help="also the cost-growth table (fresh processes)")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -275,6 +320,8 @@ def main() -> None:
                         "latentforge --precision auto": Ours(name, train, "auto")}
             speed_table(f"{name} (MNIST)", variants, "latentforge --precision fp32", args.steps, args.rounds,
                         flops_per_step(variants["latentforge --precision fp32"]))
+    if args.epochs:
+        epoch_table(train, x, args.epochs)
     if args.scaling:
         scaling_table(args.threads)
 

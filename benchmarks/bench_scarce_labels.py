@@ -101,6 +101,7 @@ class Fold:
     y_val: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    name: str = "data"
 
     @property
     def n_classes(self) -> int:
@@ -113,7 +114,7 @@ def load_fold(name: str, subset: int | None = None) -> Fold:
     if subset:  # --quick: the first rows of each split
         parts = [p.subset(np.arange(min(subset, len(p)))) for p in parts]
     arrays = [(p.floats(), p.y.astype(np.int64)) for p in parts]
-    return Fold(*arrays[0], *arrays[1], *arrays[2])
+    return Fold(*arrays[0], *arrays[1], *arrays[2], name=name)
 
 
 @torch.no_grad()
@@ -198,7 +199,8 @@ def cli(*args: str) -> None:
 def generated(f: Fold, idx: np.ndarray, *, model: str, seed: int, steps: int, per_class: int, filt: str | None,
               work: Path) -> tuple[np.ndarray, np.ndarray]:
     """Train ``model`` (cvae, cdcgan) on the labelled rows through the CLI, then ``latentforge augment``."""
-    data = work / f"labelled-{model}-{seed}.npz"
+    tag = f"{f.name}-{model}-{len(idx)}-{seed}"  # one run per data set, generator, budget and seed
+    data = work / f"labelled-{tag}.npz"
     to_u8 = lambda a: np.round(a[:, 0] * 255).astype(np.uint8)  # noqa: E731  MedMNIST's own layout
     n_val = min(128, len(f.x_val))  # the run's test split: a few validation images, for its report only
     batch, lr = GEN_TRAINING.get(model, (32, 1e-3))
@@ -208,11 +210,11 @@ def generated(f: Fold, idx: np.ndarray, *, model: str, seed: int, steps: int, pe
     rows = np.tile(idx, reps)
     np.savez(data, train_images=to_u8(f.x[rows]), train_labels=f.y[rows, None], test_images=to_u8(f.x_val[:n_val]),
              test_labels=f.y_val[:n_val, None])
-    run, out = work / f"run-{model}-{seed}", work / f"aug-{model}-{seed}.npz"
+    run, out = work / f"run-{tag}", work / f"aug-{tag}.npz"
     epochs = max(1, -(-steps * batch // len(rows)))
     cli("train", model, "--data", str(data), "--epochs", str(epochs), "--batch-size", str(batch), "--lr", str(lr),
         "--seed", str(seed), "--eval-k", "0", "--out", str(run))
-    real = work / f"real-{seed}.npz"  # the filters compare with the labelled rows, each once
+    real = work / f"real-{tag}.npz"  # the filters compare with the labelled rows, each once
     np.savez(real, train_images=to_u8(f.x[idx]), train_labels=f.y[idx, None], test_images=to_u8(f.x_val[:n_val]),
              test_labels=f.y_val[:n_val, None])
     cli("augment", str(run), "--per-class", str(per_class), "--out", str(out), "--seed", str(seed),

@@ -30,6 +30,8 @@ def test_harness_runs_end_to_end_on_a_tiny_budget(tmp_path: Path, capsys) -> Non
     assert diff["best_new"] == "d" and diff["best_base"] in ("a", "b") and diff["seeds"] == 1
     by_route = {r["route"]: r["auc"] for r in summary["results"]}
     assert diff["diff"] == pytest.approx(by_route["d"] - by_route[diff["best_base"]])
+    again = bench.main(["--combine", str(out)])  # the table of saved runs, nothing retrained
+    assert json.dumps(again["diffs"]) == json.dumps(summary["diffs"])  # (NaN bounds: one seed)
 
 
 def test_classic_augmentation_keeps_shape_and_range_and_varies() -> None:

@@ -66,8 +66,10 @@ class Body(Model):
     bf16_ready = True  # encoder codes and decoder outputs are cast to fp32 before the objective
 
     def prefers_bf16(self) -> bool:
-        """Convolutions measured faster under bf16 autocast on CPUs with native bf16; MLPs did not."""
-        return self.arch == "conv"
+        """Measured faster under bf16 autocast on a CPU with AVX-512 BF16 (benchmarks/bench_conv_speed.py,
+        bench_vae_speed.py): conv networks (1.3×), and MLPs on images of 28×28 and up (the seed VAE, 1.29×: its
+        784-wide matmuls pay for the casts). Small tables stay fp32: there the casts cost more than they save."""
+        return self.arch == "conv" or (len(self.input_shape) == 3 and math.prod(self.input_shape) >= 784)
 
     def build(self, *, input_shape: Sequence[int], likelihood: str, arch: str, hidden: Sequence[int],
               channels: Sequence[int], activation: str, decoder_in: int, scaling: str = "standard",
