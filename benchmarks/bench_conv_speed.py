@@ -201,6 +201,33 @@ def speed_table(title: str, variants: dict, reference: str, steps: int, rounds: 
     return rows
 
 
+def plot_speedups(tables: dict[str, list[dict]], path: str, machine: str) -> None:
+    """One horizontal bar chart per family: each variant's speed-up over the plain fp32 loop (1.0 marked)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(tables), 1, figsize=(7.5, 0.5 + 0.42 * sum(len(r) for r in tables.values())),
+                             gridspec_kw={"height_ratios": [len(r) for r in tables.values()]}, squeeze=False)
+    for ax, (family, rows) in zip(axes[:, 0], tables.items()):
+        names = [r["variant"] for r in rows][::-1]
+        ups = [r["speedup"] for r in rows][::-1]
+        colors = ["#4c72b0" if n.startswith("latentforge") else "#bbbbbb" for n in names]
+        ax.barh(names, ups, color=colors)
+        ax.axvline(1.0, color="black", lw=0.8)
+        ax.axvline(2.0, color="#c44e52", lw=0.8, ls="--")
+        for i, u in enumerate(ups):
+            ax.text(u + 0.02, i, f"{u:.2f}×", va="center", fontsize=8)
+        ax.set_xlim(0, max(2.2, max(ups) + 0.3))
+        ax.set_title(f"{family}: speed-up over the plain fp32 loop (dashed: the 2× goal)", fontsize=9)
+        ax.tick_params(labelsize=8)
+    fig.suptitle(machine, fontsize=8, y=0.995)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
+
+
 def epoch_table(train, x: torch.Tensor, rounds: int) -> None:
     """Whole epochs, not best steps: the plain fp32 loop against ``fit`` (fp32 and auto), interleaved."""
     from latentforge.train import TrainConfig, fit
@@ -281,6 +308,7 @@ def main() -> None:
     ap.add_argument("--family", default="vae,dcgan,ae,wgan,svdd", help="comma-separated: vae, dcgan, ae, wgan, svdd")
     ap.add_argument("--epochs", type=int, default=2, help="rounds of whole-epoch timing (0: skip)")
     ap.add_argument("--scaling", action="store_true", help="also the cost-growth table (fresh processes)")
+    ap.add_argument("--plot", help="write the step speed-ups as a bar chart (.png)")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
@@ -291,6 +319,7 @@ def main() -> None:
     train = load_data("mnist").train
     x = torch.from_numpy(train.x).float().div(255)
     families = args.family.split(",")
+    tables: dict[str, list[dict]] = {}
     if "vae" in families:
         variants = {
             "plain fp32 (reference)": PlainVAE(x),
@@ -303,8 +332,8 @@ def main() -> None:
             f"latentforge --precision auto ({set_precision(build_model('vae', input_shape=[1, 28, 28]), 'auto', 'cpu')})":
                 Ours("vae", train, "auto"),
         }
-        speed_table("conv VAE (MNIST)", variants, "plain fp32 (reference)", args.steps, args.rounds,
-                    flops_per_step(PlainVAE(x)))
+        tables["conv VAE"] = speed_table("conv VAE (MNIST)", variants, "plain fp32 (reference)", args.steps,
+                                         args.rounds, flops_per_step(PlainVAE(x)))
     if "dcgan" in families:
         variants = {
             "plain fp32 (reference)": PlainDCGAN(x),
@@ -312,14 +341,16 @@ def main() -> None:
             "latentforge --precision fp32": Ours("dcgan", train, "fp32"),
             "latentforge --precision auto": Ours("dcgan", train, "auto"),
         }
-        speed_table("DCGAN (MNIST)", variants, "plain fp32 (reference)", args.steps, args.rounds,
-                    flops_per_step(PlainDCGAN(x)))
+        tables["DCGAN"] = speed_table("DCGAN (MNIST)", variants, "plain fp32 (reference)", args.steps, args.rounds,
+                                      flops_per_step(PlainDCGAN(x)))
     for fam, name in (("ae", "ae"), ("wgan", "wgan-gp"), ("svdd", "deep-svdd")):
         if fam in families:  # no plain loop: what auto's bf16 gives this family over its own fp32 step
             variants = {"latentforge --precision fp32": Ours(name, train, "fp32"),
                         "latentforge --precision auto": Ours(name, train, "auto")}
             speed_table(f"{name} (MNIST)", variants, "latentforge --precision fp32", args.steps, args.rounds,
                         flops_per_step(variants["latentforge --precision fp32"]))
+    if args.plot and tables:
+        plot_speedups(tables, args.plot, f"{describe_cpu().split(' [')[0]}, {args.threads} threads")
     if args.epochs:
         epoch_table(train, x, args.epochs)
     if args.scaling:
