@@ -61,7 +61,7 @@ def test_emulated_bf16_still_trains(monkeypatch, images):
 
 
 def test_models_that_are_not_ready_refuse_bf16():
-    model = build_model("vqvae", input_shape=(1, 28, 28))
+    model = build_model("prodlda", input_shape=(50,))
     with pytest.raises(UserError, match="does not support --precision bf16"):
         prec.resolve_precision("bf16", model, "cpu")
     assert prec.resolve_precision("auto", model, "cpu") == "fp32"
@@ -69,38 +69,49 @@ def test_models_that_are_not_ready_refuse_bf16():
         prec.check_precision("fp16")
 
 
-@pytest.mark.parametrize("name", ["vae", "ae", "dcgan", "deep-svdd"])
+@pytest.mark.parametrize("name", ["vae", "ae", "dcgan", "deep-svdd", "vqvae", "cdcgan"])
 def test_objective_stays_fp32_under_bf16(name, images):
     """Networks run in bf16, but losses and the values they are made of come back as fp32."""
-    model = build_model(name, input_shape=(1, 28, 28))
+    model = build_model(name, input_shape=(1, 28, 28), **({"n_classes": 2} if name == "cdcgan" else {}))
     model.prepare(from_array(images))
     model.precision = "bf16"
     x = torch.from_numpy(images[:16]).float() / 255
+    y = torch.zeros(16, dtype=torch.long) if model.uses_labels else None
+    floats = lambda ts: [t for t in ts if t is not None and t.is_floating_point()]  # noqa: E731
     with prec.autocast(model):
-        out = model.loss(Batch(x))
+        out = model.loss(Batch(x, y))
         assert all(v.dtype == torch.float32 for v in out.values()), {k: v.dtype for k, v in out.items()}
         if hasattr(model, "encode"):
-            assert all(t is None or t.dtype == torch.float32 for t in model.encode(x))
+            assert all(t.dtype == torch.float32 for t in floats(model.encode(x)))
         if hasattr(model, "sample"):
-            assert model.sample(4, seed=0).dtype == torch.float32
+            drawn = model.sample(4, seed=0, label=0) if model.uses_labels else model.sample(4, seed=0)
+            assert drawn.dtype == torch.float32
     weights = {p.dtype for p in model.parameters()}
     assert weights == {torch.float32}  # master weights stay fp32
 
 
-def test_bf16_and_fp32_train_to_the_same_loss(images):
-    """The short version of the benchmark's check: two epochs of a conv VAE, same seed, fp32 vs bf16; the test
-    loss (a −ELBO in nats per image) agrees within 1 % (bench_precision_quality.py: within 0.5 nats at 10 epochs)."""
+def test_bf16_computes_the_same_objective_and_trains(images):
+    """The same weights give the same test loss (a −ELBO in nats per image) in bf16 as in fp32, within 0.5 %;
+    and a bf16 run learns. (Whole runs agree within 0.5 nats after 10 epochs on MNIST: bench_precision_quality.py;
+    a short run from scratch is too chaotic to compare two runs.)"""
     data, test = from_array(images[:500]), from_array(images[500:])
+    model = build_model("vae", input_shape=(1, 28, 28), latent_dim=8)
+    fit(model, data, None, TrainConfig(epochs=2, precision="fp32", progress=False, batch_size=50))
     losses = {}
     for p in ("fp32", "bf16"):
-        model = build_model("vae", input_shape=(1, 28, 28), latent_dim=8)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # emulated bf16 on CPUs without it: slow, still right
-            fit(model, data, None, TrainConfig(epochs=2, precision=p, progress=False, batch_size=50))
-        model.precision = "fp32"
+        model.precision = p
         torch.manual_seed(0)
         losses[p] = evaluate_loss(model, test)["loss"]
-    assert abs(losses["bf16"] - losses["fp32"]) < 0.01 * losses["fp32"], losses
+    assert abs(losses["bf16"] - losses["fp32"]) < 0.005 * losses["fp32"], losses
+    fresh = build_model("vae", input_shape=(1, 28, 28), latent_dim=8)
+    torch.manual_seed(0)
+    untrained = evaluate_loss(fresh, test)["loss"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # emulated bf16 on CPUs without it: slow, still right
+        fit(fresh, data, None, TrainConfig(epochs=2, precision="bf16", progress=False, batch_size=50))
+    fresh.precision = "fp32"
+    torch.manual_seed(0)
+    assert evaluate_loss(fresh, test)["loss"] < 0.6 * untrained
 
 
 def test_precision_is_recorded_in_the_run(tmp_path, images, monkeypatch):

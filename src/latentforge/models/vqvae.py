@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..nn import conv_depth, conv_sizes
+from ..precision import full_precision
 from ..settings import SettingError, setting
 from .base import Batch, ModelConfig
 from .body import Body
@@ -85,7 +86,7 @@ class CodePrior(nn.Module):
         """Per-sequence negative log-likelihood of codes (B, L), in nats."""
         start = torch.full((len(codes), 1), self.n_codes, device=codes.device, dtype=torch.long)
         h, _ = self.rnn(self.embed(torch.cat([start, codes[:, :-1]], 1)))
-        logits = self.head(h)
+        logits = self.head(h).float()  # fp32 under bf16 autocast
         return F.cross_entropy(logits.transpose(1, 2), codes, reduction="none").sum(1)
 
     @torch.no_grad()
@@ -96,7 +97,7 @@ class CodePrior(nn.Module):
         state, out = None, []
         for _ in range(length):
             h, state = self.rnn(self.embed(tok), state)
-            probs = torch.softmax(self.head(h[:, -1]) / temperature, -1)
+            probs = torch.softmax(self.head(h[:, -1]).float() / temperature, -1)
             tok = torch.multinomial(probs, 1, generator=generator)
             out.append(tok)
         return torch.cat(out, 1)
@@ -126,7 +127,11 @@ class VQVAEConfig(ModelConfig):
 class VQVAE(Body):
     """Conv encoder → (B, D, h, w) → nearest of ``n_codes`` codewords → conv decoder; plus a code prior."""
 
-    bf16_ready = False  # not yet: its quantiser distances and code prior would run in bf16 under autocast
+    bf16_ready = True  # encoder codes, decoder outputs and prior logits are cast to fp32; the quantiser runs without
+    # autocast. auto keeps fp32 all the same: its bf16 speed is not measured yet
+
+    def prefers_bf16(self) -> bool:
+        return False
 
     def __init__(self, cfg: VQVAEConfig) -> None:
         super().__init__()
@@ -160,10 +165,11 @@ class VQVAE(Body):
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(flattened quantised code vectors for maps and probes, code indices (B, h, w))."""
-        z = self.encoder(x.flatten(1).view(-1, *self.input_shape))
+        z = self.encoder(x.flatten(1).view(-1, *self.input_shape)).float()
         was = self.quantizer.training
         self.quantizer.eval()  # encoding never moves the codebook
-        q, idx, _ = self.quantizer(z)
+        with full_precision():  # nearest codewords from fp32 distances
+            q, idx, _ = self.quantizer(z)
         self.quantizer.train(was)
         return q.flatten(1), idx
 
@@ -172,16 +178,17 @@ class VQVAE(Body):
 
     def decode_codes(self, idx: torch.Tensor) -> torch.Tensor:
         q = self.quantizer.codebook[idx].permute(0, 3, 1, 2)
-        return self.output_mean(self.decoder(q))
+        return self.output_mean(self.decoder(q).float())
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode_codes(self.encode(x)[1])
 
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         x = batch.x.flatten(1)
-        z = self.encoder(x.view(-1, *self.input_shape))
-        q, idx, stats = self.quantizer(z)
-        rec = self.recon_nll(self.decoder(q), x)
+        z = self.encoder(x.view(-1, *self.input_shape)).float()
+        with full_precision():
+            q, idx, stats = self.quantizer(z)
+        rec = self.recon_nll(self.decoder(q).float(), x)
         commit = (z - q.detach()).square().sum((1, 2, 3))
         prior = self.prior.nll(idx.flatten(1).detach())
         total = rec + self.commitment * commit + prior
@@ -197,4 +204,4 @@ class VQVAE(Body):
     @torch.no_grad()
     def anomaly_score(self, x: torch.Tensor) -> torch.Tensor:
         x = x.flatten(1)
-        return self.recon_nll(self.decoder(self.quantizer.codebook[self.encode(x)[1]].permute(0, 3, 1, 2)), x)
+        return self.recon_nll(self.decoder(self.quantizer.codebook[self.encode(x)[1]].permute(0, 3, 1, 2)).float(), x)
