@@ -27,7 +27,7 @@ from torch import nn
 from ..nn import conv_decoder, conv_encoder, mlp
 from ..settings import default, setting
 from .base import Batch
-from .gan import DCGAN, GANConfig, _mlp_generator, _spectral_norm_linears
+from .gan import DCGAN, GANConfig, _mlp_generator, _spectral_norm_linears, dcgan_slopes
 from .registry import register
 
 
@@ -85,9 +85,7 @@ class ConditionalDCGAN(DCGAN):
             phi = nn.Sequential(nn.Flatten(), *mlp([math.prod(shape), *reversed(hidden)], activation="leaky_relu"))
             if c.spectral_norm:
                 _spectral_norm_linears(phi)
-        for m in phi.modules():
-            if isinstance(m, nn.LeakyReLU):
-                m.negative_slope = 0.2  # DCGAN's slope
+        dcgan_slopes(phi)
         self.generator = ConditionalGenerator(g_net, k)
         self.discriminator = ProjectionDiscriminator(phi, n_features, k, spectral_norm=c.spectral_norm)
         self.g_ema = deepcopy(self.generator).requires_grad_(False).eval()

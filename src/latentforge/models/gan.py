@@ -57,6 +57,14 @@ def _mlp_generator(sizes: Sequence[int]) -> nn.Sequential:
     return nn.Sequential(*layers, nn.Linear(sizes[-2], sizes[-1]))
 
 
+def dcgan_slopes(net: nn.Module) -> nn.Module:
+    """Every leaky ReLU of ``net`` at DCGAN's slope, 0.2 (the builders in nn.py default to PyTorch's 0.01)."""
+    for m in net.modules():
+        if isinstance(m, nn.LeakyReLU):
+            m.negative_slope = 0.2
+    return net
+
+
 def _spectral_norm_linears(net: nn.Sequential) -> nn.Sequential:
     for i, m in enumerate(net):
         if isinstance(m, nn.Linear):
@@ -118,9 +126,7 @@ class GAN(Model):
                                                                   last_activation=False))
             if spectral_norm:
                 _spectral_norm_linears(self.discriminator)
-        for m in self.discriminator.modules():
-            if isinstance(m, nn.LeakyReLU):
-                m.negative_slope = 0.2  # DCGAN's slope
+        dcgan_slopes(self.discriminator)
         self.g_ema = deepcopy(self.generator).requires_grad_(False).eval()
         self.register_buffer("fixed_noise", torch.randn(64, latent_dim))  # the per-epoch progress grid
         # cached generator statistics (g_loss, g_grad_norm, diversity, collapse), logged between generator steps,
@@ -151,7 +157,7 @@ class GAN(Model):
         return self.discriminator(x).squeeze(-1).float()
 
     def prefers_bf16(self) -> bool:
-        """Conv networks measured faster under bf16 autocast on CPUs with native bf16; MLPs did not."""
+        """Conv networks measured faster under bf16 autocast on CPUs with native bf16; MLP GANs are not measured."""
         return self.arch == "conv"
 
     def prepare(self, data) -> None:
