@@ -53,6 +53,39 @@ def test_score_writes_csv_and_flags_the_far_rows(svdd_run, capsys) -> None:
     assert pd.read_csv(out)["is_anomaly"].sum() <= df["is_anomaly"].sum()
 
 
+def test_score_calibrate_sets_the_fpr_threshold_on_normal_rows(svdd_run, capsys) -> None:
+    """--calibrate: the threshold is the split-conformal fpr:R quantile of the given rows' scores (their
+    label-0 rows when they are labelled); with labels the output states the realised false-alarm rate."""
+    d, run, out = svdd_run, str(svdd_run / "run"), svdd_run / "cal.csv"
+    _table(d / "normal.csv", n=300, n_out=0, seed=2)
+    labelled = pd.read_csv(d / "new.csv").assign(label=[1] * 5 + [0] * 55)
+    labelled.to_csv(d / "labelled.csv", index=False)
+    capsys.readouterr()
+    assert main(["score", run, "--data", str(d / "labelled.csv"), "--out", str(out), "--calibrate",
+                 str(d / "normal.csv"), "--threshold", "fpr:0.05"]) in (0, None)
+    text = capsys.readouterr().out
+    assert f"threshold set on 300 rows of {d / 'normal.csv'}" in text and "false alarms" in text, text
+    from latentforge.checkpoint import load_model, read_config
+    from latentforge.tasks.scoring import anomaly_scores, fpr_threshold, scoring_data
+
+    rows = scoring_data(str(d / "normal.csv"), read_config(svdd_run / "run")).floats()
+    ref = anomaly_scores(load_model(svdd_run / "run"), rows)
+    thr = fpr_threshold(ref, 0.05)
+    scores = pd.read_csv(out)
+    assert (scores["is_anomaly"] == (scores["score"] > thr)).all() and scores["is_anomaly"].iloc[:5].all()
+    # labelled calibration data: only its normal rows (label 0) count
+    assert main(["score", run, "--data", str(d / "new.csv"), "--out", str(out), "--calibrate",
+                 str(d / "labelled.csv"), "--threshold", "fpr:0.05"]) in (0, None)
+    captured = capsys.readouterr()
+    assert "threshold set on 55 rows" in captured.out and "labelled normal" in captured.out
+    assert "warning: fpr:0.05 needs at least 19" not in captured.err  # 55 rows are enough for 5 %
+    assert main(["score", run, "--data", str(d / "new.csv"), "--out", str(out), "--calibrate",
+                 str(d / "labelled.csv")]) in (0, None)  # 55 rows are too few for 1 %: one warning line
+    assert captured.err == "" and capsys.readouterr().err.startswith("warning: fpr:0.01 needs at least 99")
+    assert "does not go with" in _error(["score", run, "--data", str(d / "new.csv"), "--out", str(out),
+                                         "--calibrate", str(d / "normal.csv"), "--contamination", "0.1"], capsys)
+
+
 def _error(argv, capsys) -> str:
     capsys.readouterr()
     assert main(argv) == 2

@@ -10,6 +10,7 @@ from sklearn.metrics import roc_auc_score
 from latentforge.detectors import AEDetector, DeepSVDD, EnsembleDetector
 from latentforge.errors import UserError
 from latentforge.tasks.anomaly import parse_threshold, threshold_from
+from latentforge.tasks.scoring import fpr_rows_needed, fpr_threshold
 
 
 def blob_with_outliers(seed: int = 0, n: int = 600, n_out: int = 30):
@@ -114,6 +115,55 @@ def test_threshold_rules() -> None:
     for c in (0.0, 0.6, -0.1):
         with pytest.raises(UserError, match="contamination"):
             parse_threshold(None, c)
+
+
+def test_fpr_threshold_is_split_conformal() -> None:
+    """fpr:R on n calibration scores flags a new exchangeable score with probability (n + 1 − k)/(n + 1) for
+    k = ⌈(n + 1)(1 − R)⌉, i.e. in [R − 1/(n + 1), R]: checked by simulation, averaged over many calibrations."""
+    rng = np.random.default_rng(0)
+    for n, rate in ((999, 0.01), (150, 0.05), (120, 0.01)):
+        k = int(np.ceil((n + 1) * (1 - rate)))
+        promised = (n + 1 - k) / (n + 1)
+        assert rate - 1 / (n + 1) <= promised <= rate
+        realised = [(rng.normal(size=20000) > fpr_threshold(rng.normal(size=n), rate)).mean() for _ in range(300)]
+        assert abs(np.mean(realised) - promised) < 0.15 * promised + 0.001, (n, rate, np.mean(realised), promised)
+    scores = rng.permutation(np.arange(200.0))
+    assert fpr_threshold(scores, 0.01) == 198.0  # k = ⌈201 · 0.99⌉ = 199th smallest of 0..199
+    assert fpr_rows_needed(0.01) == 99 and fpr_rows_needed(0.05) == 19
+
+
+def test_fpr_threshold_on_too_few_rows_warns_and_uses_the_largest() -> None:
+    with pytest.warns(UserWarning, match=r"needs at least 99 calibration rows, got 40 .*2\.4%"):
+        assert fpr_threshold(np.arange(40.0), 0.01) == 39.0
+    with pytest.raises(UserError, match="calibration scores"):
+        fpr_threshold(np.empty(0), 0.01)
+    x, _ = blob_with_outliers(n=150, n_out=0)
+    with pytest.warns(UserWarning, match="needs at least 99 calibration rows, got 15 held-out training rows"):
+        AEDetector(kind="ae", **FAST).fit(x)  # 10 % of 150 rows held out: said at fit
+
+
+def test_calibrate_on_known_normal_rows_gives_the_promised_rate(tmp_path) -> None:
+    """Contaminated training data: the held-out slice's anomalies take the 1 %, so normal rows are flagged
+    less often; calibrating on rows known to be normal brings the realised rate to about 1 %."""
+    x, _ = blob_with_outliers(n=3000, n_out=300)
+    det = AEDetector(kind="ae", **FAST).fit(x)
+    normal = lambda seed, n: blob_with_outliers(seed=seed, n=n, n_out=0)[0]  # noqa: E731
+    fresh = normal(7, 40000)
+    before = det.predict(fresh).mean()
+    assert before < 0.005, before  # the 1 % of the slice is mostly its anomalies
+    det.calibrate(normal(5, 8000))  # the realised rate of one calibration has sd ≈ sqrt(0.01 · 0.99 / n) ≈ 0.0011
+    after = det.predict(fresh).mean()
+    assert 0.006 < after < 0.014, after
+    assert det.threshold_rule_ == "fpr:0.01" and len(det.calibration_scores_) == 8000
+    det.save_pretrained(tmp_path / "cal")
+    back = AEDetector.from_pretrained(tmp_path / "cal")
+    assert back.threshold_ == det.threshold_ and len(back.calibration_scores_) == 8000
+    back.set_threshold("fpr:0.05")  # later fpr: rules keep using the calibration rows
+    assert abs(back.predict(fresh).mean() - 0.05) < 0.012
+    with pytest.raises(UserError, match="fpr:"):
+        det.calibrate(normal(5, 200), threshold="quantile:0.9")
+    det.fit(x)  # a refit forgets the calibration
+    assert det.calibration_scores_ is None and det.predict(fresh).mean() < 0.005
 
 
 def test_bad_input_is_a_user_error() -> None:

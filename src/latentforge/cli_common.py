@@ -7,6 +7,11 @@ from pathlib import Path
 from .errors import UserError
 from .io import atomic_path
 
+ARGV: list[str] = []  # the arguments ``cli.main`` was called with (``train --nproc`` relaunches them under torchrun)
+
+PRECISION_HELP = ("fp32, bf16 or auto: bf16 autocast of the networks (weights, optimiser state and losses stay fp32). "
+                  "auto: bf16 for conv models on a CPU with AMX or AVX-512 BF16 or a CUDA GPU, else fp32.")
+
 
 def positive(name: str, value: int) -> None:
     if value < 1:

@@ -10,6 +10,13 @@ from torch import nn
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "leaky_relu": nn.LeakyReLU, "gelu": nn.GELU}
 
 
+def exporting() -> bool:
+    """True while ``torch.export`` (ONNX's exporter) or the JIT tracer records the model: a layer that reads
+    only the non-zeros of its input (``nonzero``, whose size depends on the data) takes its dense path there,
+    so the exported graph keeps a free batch size."""
+    return bool(torch.compiler.is_exporting() or torch.jit.is_tracing())
+
+
 def mlp(sizes: Sequence[int], *, activation: str = "relu", last_activation: bool = True, bias: bool = True) -> nn.Sequential:
     """Linear layers ``sizes[0] → … → sizes[-1]`` with an activation after each (optionally not the last)."""
     if activation not in ACTIVATIONS:

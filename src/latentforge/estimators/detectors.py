@@ -6,11 +6,14 @@ scikit-learn's "higher = more normal"), ``predict(X)`` (1 = anomaly), ``predict_
 rescaling of the training scores), and the fitted ``decision_scores_`` (training scores), ``threshold_``
 and ``labels_``.
 
-No contamination rate has to be guessed: the default rule (``threshold=None``) is ``"fpr:0.01"``, which flags
-1 % of a slice of the training data held out from fitting (an estimate of the false-positive rate on new
-normal data); ``"quantile:0.99"`` uses the training scores; ``contamination=0.05`` is PyOD's rule.
-``set_threshold`` changes the rule without refitting (the fitted ``threshold_rule_``; the constructor
-parameters stay as given). The held-out slice also drives early stopping (its loss, ``patience``).
+No contamination rate has to be guessed: the default rule (``threshold=None``) is ``"fpr:0.01"``, a
+split-conformal threshold that flags at most 1 % of new rows drawn like its calibration rows: a slice of
+the training data held out from fitting, or rows known to be normal given to ``calibrate(X_normal)``
+(then about 1 % of normal data is flagged; with unlabeled, contaminated training data the slice's
+anomalies take part of the 1 %, so fewer normal rows are). ``"quantile:0.99"`` uses the training scores;
+``contamination=0.05`` is PyOD's rule. ``set_threshold`` changes the rule without refitting (the fitted
+``threshold_rule_``; the constructor parameters stay as given). The held-out slice also drives early
+stopping (its loss, ``patience``).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from ..io import load_tensors, save_tensors, write_json
 from ..models.body import robust_location_scale
 from ..models import model_class
 from ..tasks.scoring import (SCORES, SCORES_FILE, anomaly_scores, check_detector_input, check_finite_scores,
-                             check_score, parse_threshold, threshold_from)
+                             check_score, fpr_threshold, parse_threshold, threshold_from)
 from ..train import Monitor
 from .autoencoders import AutoencoderEstimator
 from .base import ModelEstimator, not_fitted
@@ -101,6 +104,7 @@ class Detector(ModelEstimator):
         self.decision_scores_ = self._scores(ds.floats())
         check_finite_scores(self.decision_scores_, "X")
         self.validation_scores_ = self.decision_scores_[self._held_rows]
+        self.calibration_scores_ = None  # a refit forgets an earlier calibrate()
         self._apply_rule(_rule(self.threshold, self.contamination))
 
     def _scores(self, x: np.ndarray) -> np.ndarray:
@@ -137,9 +141,34 @@ class Detector(ModelEstimator):
         return np.c_[1 - p, p]
 
     def _apply_rule(self, rule: str) -> None:
-        self.threshold_ = threshold_from(rule, self.decision_scores_, self.validation_scores_)
+        calibration = getattr(self, "calibration_scores_", None)
+        held = self.validation_scores_ if calibration is None else calibration
+        kind, rate = parse_threshold(rule)
+        if kind == "fpr":
+            source = "held-out training rows" if calibration is None else "rows given to calibrate()"
+            self.threshold_ = fpr_threshold(held, rate, source=source)
+        else:
+            self.threshold_ = threshold_from(rule, self.decision_scores_, held)
         self.threshold_rule_ = rule
         self.labels_ = (self.decision_scores_ > self.threshold_).astype(np.int64)
+
+    def calibrate(self, X, threshold: str | None = None):
+        """Set the ``fpr:`` threshold on rows known to be normal (rows not used to fit, e.g. checked by hand):
+        then ``fpr:R`` flags at most R, and about R, of new normal rows, whatever anomalies the training data
+        held. ``threshold`` is an ``fpr:`` rule (default: the fitted rule when it is one, else ``fpr:0.01``).
+        The calibration scores are kept (``calibration_scores_``) and saved with ``save_pretrained``."""
+        not_fitted(self, "decision_scores_")
+        rule = threshold if threshold is not None else (
+            self.threshold_rule_ if str(self.threshold_rule_).startswith("fpr:") else DEFAULT_RULE)
+        if parse_threshold(rule)[0] != "fpr":
+            raise UserError(f"calibrate sets an fpr: threshold (e.g. 'fpr:0.01'), got {rule!r}; quantile: and "
+                            "contamination rules are set on the training scores (set_threshold)")
+        scores = self.decision_function(X)
+        if len(scores) < 2:
+            raise UserError(f"calibrate needs at least 2 rows known to be normal, got {len(scores)}")
+        self.calibration_scores_ = scores
+        self._apply_rule(str(rule))
+        return self
 
     def set_threshold(self, threshold: str | float | None = None, *, contamination: float | None = None):
         """Change the threshold rule without refitting; updates ``threshold_``, ``threshold_rule_`` and
@@ -152,8 +181,11 @@ class Detector(ModelEstimator):
         meta = {}
         if hasattr(self, "score_kind"):  # what `latentforge score` needs to reuse these scores as its reference
             meta = {"score": check_score(self.model_, self._score_kind()), "k": str(SCORE_K)}
-        save_tensors(directory / SCORES_FILE, {"train": torch.from_numpy(self.decision_scores_),
-                                               "validation": torch.from_numpy(self.validation_scores_)}, meta)
+        tensors = {"train": torch.from_numpy(self.decision_scores_),
+                   "validation": torch.from_numpy(self.validation_scores_)}
+        if getattr(self, "calibration_scores_", None) is not None:
+            tensors["calibration"] = torch.from_numpy(self.calibration_scores_)
+        save_tensors(directory / SCORES_FILE, tensors, meta)
         return {"detector": {"threshold": self.threshold_, "rule": self.threshold_rule_,
                              "feature_names": self.feature_names_in_}}
 
@@ -165,6 +197,8 @@ class Detector(ModelEstimator):
             self.validation_scores_ = scores["validation"].numpy().astype(np.float64)
         except KeyError as e:
             raise UserError(f"{directory / SCORES_FILE} is damaged (no {e} scores); restore it or fit again") from None
+        self.calibration_scores_ = (scores["calibration"].numpy().astype(np.float64) if "calibration" in scores
+                                    else None)
         info = config.get("detector") if isinstance(config.get("detector"), dict) else {}
         self.feature_names_in_ = info.get("feature_names", (config.get("data_info") or {}).get("columns"))
         if "threshold" in info:
@@ -352,6 +386,7 @@ class EnsembleDetector(Detector):
         self.feature_names_in_ = ds.meta.get("columns")
         self.decision_scores_ = self.decision_function(x)
         self.validation_scores_ = self.decision_scores_[self._held_rows]
+        self.calibration_scores_ = None  # a refit forgets an earlier calibrate()
         self._apply_rule(_rule(self.threshold, self.contamination))
         return self
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..nn import mlp
+from ..nn import exporting, mlp
 from ..settings import SettingError, default, setting
 from .base import Batch, Model, ModelConfig
 from .registry import register
@@ -99,7 +99,12 @@ class MultVAE(Model):
 
     def first_layer(self, x: torch.Tensor) -> torch.Tensor:
         """``dropout(x / ‖x‖) @ W + b`` computed from the non-zeros of ``x`` only (dropping out zeros
-        changes nothing, so the mask is drawn for a user's items alone)."""
+        changes nothing, so the mask is drawn for a user's items alone); the dense product while exporting."""
+        if exporting():
+            w = x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            if self.training and self.dropout > 0:
+                w = F.dropout(w, self.dropout)
+            return w @ self.item_weight + self.item_bias
         rows, cols = x.nonzero(as_tuple=True)  # row-major, so each row's items are contiguous
         v = x[rows, cols]
         norm = torch.zeros(len(x), device=x.device).index_add_(0, rows, v * v).sqrt_().clamp_min_(1e-12)

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..nn import exporting
 from ..settings import SettingError, default, setting
 from .base import Batch, Model, ModelConfig
 from .registry import register
@@ -122,7 +123,9 @@ class NeuralTopicModel(Model):
         self.word_docs.copy_(torch.as_tensor(docs, dtype=torch.float32))
 
     def first_layer(self, x: torch.Tensor) -> torch.Tensor:
-        """``x @ W + b`` from the non-zero counts of ``x`` only."""
+        """``x @ W + b`` from the non-zero counts of ``x`` only (the dense product while exporting)."""
+        if exporting():
+            return (x.log1p() if self.log_counts else x) @ self.word_weight + self.word_bias
         rows, cols = x.nonzero(as_tuple=True)
         counts = torch.bincount(rows, minlength=len(x))
         offsets = torch.cumsum(counts, 0) - counts

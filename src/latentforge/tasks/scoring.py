@@ -9,14 +9,22 @@ Every score is **higher = more anomalous** (PyOD's convention):
 - ``iwae``: the IWAE bound on −log p(x) with ``k`` importance samples (tighter, k times slower);
 - ``distance``: Deep SVDD's squared distance to the centre.
 
-Thresholds (:func:`threshold_from`): ``"quantile:0.99"`` of the training scores; ``"fpr:0.01"``, the
-score that flags 1 % of a held-out slice of the training data (an estimate of the false-positive
-rate on new normal data); or a contamination rate ``c`` in (0, 0.5], the (1 − c)-quantile of the
-training scores (PyOD's rule).
+Thresholds (:func:`threshold_from`): ``"quantile:0.99"`` of the training scores; ``"fpr:0.01"``, a
+split-conformal threshold set on calibration scores — by default those of a slice of the training data
+held out from fitting, or of rows the user knows to be normal (``calibrate``, ``score --calibrate``); or
+a contamination rate ``c`` in (0, 0.5], the (1 − c)-quantile of the training scores (PyOD's rule).
+
+What ``fpr:R`` promises (:func:`fpr_threshold`): new rows drawn like the calibration rows are flagged
+with probability **at most R**, and at least R − 1/(n + 1) for n calibration rows. When the calibration
+rows are unlabeled training data that hold anomalies, the anomalies take part of that share, so normal
+rows are flagged less often than R (docs/results.md measures it on the ODDS tables); calibrating on
+known-normal rows gives about R on normal data.
 """
 
 from __future__ import annotations
 
+import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +52,8 @@ ANOMALY_METRICS = {
     "threshold": Metric("anomaly-score threshold: above it a point is flagged"),
     "flagged": Metric("share of test points above the threshold"),
     "false_alarm_rate": Metric("share of the test split's normal points (label 0) above the threshold: the realised "
-                               "false-positive rate the fpr: rule estimates"),
+                               "false-positive rate (fpr:R promises at most R on rows like its calibration rows; "
+                               "anomalies among held-out training rows make it lower)"),
 }
 
 ANOMALY_FIGURES = (
@@ -153,15 +162,39 @@ def parse_threshold(spec: str | float | None, contamination: float | None = None
     return kind, v
 
 
+def fpr_rows_needed(rate: float) -> int:
+    """The fewest calibration rows for which ``fpr:rate`` can keep its promise (n ≥ 1/rate − 1)."""
+    return int(math.ceil((1 - rate) / rate - 1e-9))
+
+
+def fpr_threshold(calibration: np.ndarray, rate: float, *, source: str = "held-out training rows") -> float:
+    """The split-conformal threshold: the ⌈(n + 1)(1 − rate)⌉-th smallest of the n calibration scores.
+
+    A new score exchangeable with the calibration scores exceeds it with probability at most ``rate`` (and at
+    least ``rate − 1/(n + 1)``, ties aside). With fewer than :func:`fpr_rows_needed` rows no calibration score
+    is high enough; then the largest is used, which flags about 1/(n + 1) of such rows, and a warning says so."""
+    scores = np.sort(np.asarray(calibration, dtype=np.float64).ravel())
+    n = len(scores)
+    if n == 0:
+        raise UserError("threshold fpr:r needs calibration scores: fit with validation_fraction > 0, calibrate on "
+                        "rows known to be normal, or use quantile:q")
+    rank = int(math.ceil((n + 1) * (1 - rate) - 1e-9))
+    if rank > n:
+        warnings.warn(f"fpr:{rate:g} needs at least {fpr_rows_needed(rate)} calibration rows, got {n} {source}: "
+                      f"the threshold is their largest score, which flags about 1/(n + 1) = {1 / (n + 1):.1%} of "
+                      f"rows like them, not {rate:.1%}; hold out more rows (validation_fraction) or calibrate on more "
+                      "rows known to be normal", UserWarning, stacklevel=2)
+        rank = n
+    return float(scores[rank - 1])
+
+
 def threshold_from(spec: str | float | None, train_scores: np.ndarray, held_out_scores: np.ndarray | None = None,
                    *, contamination: float | None = None) -> float:
-    """The score above which a point is an anomaly (see the module docstring for the rules)."""
+    """The score above which a point is an anomaly (see the module docstring for the rules); ``fpr:`` is set on
+    ``held_out_scores`` (the calibration scores)."""
     kind, v = parse_threshold(spec, contamination)
     if kind == "fpr":
-        if held_out_scores is None or len(held_out_scores) == 0:
-            raise UserError("threshold fpr:r needs scores of held-out training data; fit with validation_fraction > 0 "
-                            "or use quantile:q")
-        return float(np.quantile(held_out_scores, 1 - v, method="higher"))
+        return fpr_threshold(np.empty(0) if held_out_scores is None else held_out_scores, v)
     q = v if kind == "quantile" else 1 - v
     return float(np.quantile(train_scores, q, method="higher"))
 
@@ -259,8 +292,8 @@ def reference_scores(run_dir, model: nn.Module, config: dict, *, score: str, k: 
         meta = tensor_metadata(path)
         same_precision = meta.get("precision", "fp32") == getattr(model, "precision", "fp32")  # else recomputed
         if meta.get("score") == kind and (kind not in ("elbo", "iwae") or meta.get("k") == str(k)) and same_precision:
-            t = load_tensors(path)
-            return t["train"].numpy(), t["validation"].numpy()
+            t = load_tensors(path)  # an estimator's calibrate() rows, when it had some, set the fpr: threshold
+            return t["train"].numpy(), t.get("calibration", t["validation"]).numpy()
     if "data" not in config:  # a save_pretrained folder: its training data are not known, only its stored scores
         have = tensor_metadata(path) if path.exists() else {}
         raise UserError(f"{run_dir}: the model was saved with reference scores for score {have.get('score', '?')!r} "
@@ -272,11 +305,16 @@ def reference_scores(run_dir, model: nn.Module, config: dict, *, score: str, k: 
 
 
 def score_run(run_dir, data: str, out, *, threshold: str | None = None, contamination: float | None = None,
-              score: str = "auto", k: int = 16, precision: str = "auto") -> dict:
+              score: str = "auto", k: int = 16, precision: str = "auto", calibrate: str | None = None) -> dict:
     """Score ``data`` with a trained run and write ``out`` (CSV: index, score, is_anomaly). The threshold's
-    reference scores are computed in the same ``precision`` as the new ones (recomputed when it changes)."""
+    reference scores are computed in the same ``precision`` as the new ones (recomputed when it changes).
+    ``calibrate``: data known to be normal (its label-0 rows when it has 0/1 labels) that sets the ``fpr:``
+    threshold instead of the run's held-out training rows."""
     check_precision(precision)
-    parse_threshold(threshold, contamination)
+    kind_rule, rate = parse_threshold(threshold, contamination)
+    if calibrate is not None and kind_rule != "fpr":
+        raise UserError("--calibrate sets an fpr:R threshold from rows known to be normal; it does not go with "
+                        "--contamination or --threshold quantile:q")
     out = Path(out)
     if out.suffix.lower() != ".csv":
         raise UserError(f"--out must be a .csv file, got {out}")
@@ -288,14 +326,38 @@ def score_run(run_dir, data: str, out, *, threshold: str | None = None, contamin
         raise UserError(f"{run_dir}: model {config['model']!r} gives no anomaly scores; train ae, dae, vae or deep-svdd")
     ds = scoring_data(data, config)
     kind = check_score(model, score, what="--score")
-    train, held = reference_scores(run_dir, model, config, score=kind, k=k)
-    thr = threshold_from(threshold, train, held, contamination=contamination)
     scores = anomaly_scores(model, ds.floats(), score=kind, k=k)
-    check_finite_scores(scores, ds.name)
+    check_finite_scores(scores, ds.name)  # before the threshold, whose warnings would precede this error
+    train, held = reference_scores(run_dir, model, config, score=kind, k=k)
+    calibration = None
+    if calibrate is not None:
+        held, calibration = calibration_scores(model, calibrate, config, score=kind, k=k)
+        thr = fpr_threshold(held, rate, source=f"rows of {calibration['data']}")
+    else:
+        thr = threshold_from(threshold, train, held, contamination=contamination)
     flagged = scores > thr
     with atomic_path(out) as tmp:
         pd.DataFrame({"index": np.arange(len(ds)), "score": scores, "is_anomaly": flagged.astype(int)}).to_csv(
             tmp, index=False)
     result = {"n": len(ds), "flagged": int(flagged.sum()), "threshold": thr,
-              "rule": threshold if contamination is None else f"contamination:{contamination}", "score": kind}
-    return {**result, **detection_metrics(binary_labels(ds.y), scores)}
+              "rule": threshold if contamination is None else f"contamination:{contamination}", "score": kind,
+              "calibration_rows": len(held)}
+    if calibration is not None:
+        result["calibration"] = calibration
+    labels = binary_labels(ds.y)
+    if labels is not None:
+        result["false_alarm_rate"] = float(flagged[labels == 0].mean())
+    return {**result, **detection_metrics(labels, scores)}
+
+
+def calibration_scores(model: nn.Module, data: str, config: dict, *, score: str, k: int) -> tuple[np.ndarray, dict]:
+    """Scores of the rows of ``data`` known to be normal: all of them, or those labelled 0 when the data has 0/1
+    labels (ODDS files, a CSV with a label column). Returns the scores and what was used."""
+    ds = scoring_data(data, config)
+    labels = binary_labels(ds.y)
+    rows = np.arange(len(ds)) if labels is None else np.flatnonzero(labels == 0)
+    if len(rows) < 2:
+        raise UserError(f"--calibrate {data}: need at least 2 rows known to be normal, got {len(rows)}")
+    scores = anomaly_scores(model, (ds.subset(rows) if labels is not None else ds).floats(), score=score, k=k)
+    check_finite_scores(scores, ds.name)
+    return scores, {"data": str(data), "rows": int(len(rows)), "labelled_normal": labels is not None}
