@@ -7,6 +7,7 @@
 * conv AE: test reconstruction PSNR; tolerance 0.1 dB.
 * DCGAN: FID in the shipped MNIST feature space after ``--gan-epochs`` epochs; tolerance: the fp32 seed spread.
 * Deep SVDD (one-class, conv): AUROC of digit 0 (normal, trained on) against the other test digits; tolerance 0.005.
+* VQ-VAE (``--families vqvae``): test loss, scored in fp32; tolerance: the fp32 seed spread.
 
 Training runs with ``--threads`` (default 1: results do not depend on speed, so this can run beside other work).
 
@@ -115,6 +116,22 @@ def svdd_rows(train_ds, test_ds, args) -> Iterator[tuple]:
         yield ("Deep SVDD one-class AUROC (digit 0)", seed, vals["fp32"], vals["bf16"])
 
 
+def vqvae_rows(train_ds, test_ds, args) -> Iterator[tuple]:
+    """VQ-VAE: test loss (reconstruction + codebook terms + the code prior's NLL, as ``evaluate_loss`` gives it),
+    scored in fp32 whatever it was trained in."""
+    for seed in range(args.seeds):
+        vals = {}
+        for p in PRECISIONS:
+            model = build_model("vqvae", input_shape=[1, 28, 28])
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                fit(model, train_ds, None, TrainConfig(epochs=args.vae_epochs, seed=seed, precision=p, progress=False))
+            model.precision = "fp32"
+            torch.manual_seed(1234)
+            vals[p] = evaluate_loss(model, test_ds)["loss"]
+        yield ("VQ-VAE test loss", seed, vals["fp32"], vals["bf16"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=3)
@@ -130,7 +147,8 @@ def main() -> None:
     train_ds, test_ds = splits.train, splits.test
     if args.subset:
         train_ds = train_ds.subset(np.arange(args.subset))
-    runs = {"vae": vae_rows, "mlp": mlp_rows, "ae": ae_rows, "dcgan": dcgan_rows, "svdd": svdd_rows}
+    runs = {"vae": vae_rows, "mlp": mlp_rows, "ae": ae_rows, "dcgan": dcgan_rows, "svdd": svdd_rows,
+            "vqvae": vqvae_rows}
     print(f"CPU: {cpu_model()}; {args.threads} threads; MNIST, {len(train_ds):,} training images; seeds {args.seeds}")
     print(f"{'measure':<52}{'seed':>5}{'fp32':>10}{'bf16':>10}{'bf16−fp32':>11}")
     for fam in args.families.split(","):
