@@ -65,9 +65,10 @@ class PlainVAE:
     """One eager step of the plain loop, with optional single changes (for what each contributes)."""
 
     def __init__(self, x: torch.Tensor, *, upsample: str = "transpose", channels_last: bool = False,
-                 bf16: bool = False, fused: bool = False) -> None:
+                 bf16: bool = False, fused: bool = False, compile: bool = False) -> None:
         torch.manual_seed(0)
         self.enc, self.dec = plain_vae(upsample)
+        self.loss = torch.compile(self._loss, dynamic=False) if compile else self._loss
         if channels_last:
             self.enc.to(memory_format=torch.channels_last)
             self.dec.to(memory_format=torch.channels_last)
@@ -85,8 +86,7 @@ class PlainVAE:
         self.i += BATCH
         return xb
 
-    def step(self) -> None:
-        xb = self.batch()
+    def _loss(self, xb: torch.Tensor) -> torch.Tensor:
         inp = xb.contiguous(memory_format=torch.channels_last) if self.channels_last else xb
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
             mu, logvar = self.enc(inp).float().chunk(2, dim=1)
@@ -94,8 +94,12 @@ class PlainVAE:
             logits = self.dec(z).float()
         rec = F.binary_cross_entropy_with_logits(logits, xb.flatten(1), reduction="sum")
         kl = -0.5 * torch.sum(1 + logvar - mu.square() - logvar.exp())
+        return (rec + kl) / len(xb)
+
+    def step(self) -> None:
+        loss = self.loss(self.batch())
         self.opt.zero_grad()
-        ((rec + kl) / len(xb)).backward()
+        loss.backward()
         self.opt.step()
 
 
@@ -143,7 +147,7 @@ class PlainDCGAN(PlainVAE):
 class Ours:
     """The model's own ``training_step`` on the trainer's batches (what ``fit`` runs per step)."""
 
-    def __init__(self, name: str, train, precision: str) -> None:
+    def __init__(self, name: str, train, precision: str, compile: bool = False) -> None:
         torch.manual_seed(0)
         self.model = build_model(name, input_shape=[1, 28, 28], **({} if name == "vqvae" else {"arch": "conv"}))
         self.model.train()
@@ -152,6 +156,7 @@ class Ours:
         self.batcher = Batcher(train.tensor(), None, batch_size=BATCH, scale=train.scale,
                                generator=torch.Generator().manual_seed(0))
         self.it = iter(self.batcher)
+        self.compile = compile
 
     def step(self) -> None:
         try:
@@ -159,7 +164,14 @@ class Ours:
         except StopIteration:
             self.it = iter(self.batcher)
             xb, _ = next(self.it)
-        self.model.training_step(Batch(xb), self.opts)
+        if self.compile:  # what `train --compile on` runs: the default step around a compiled loss
+            if not callable(self.compile):
+                from latentforge.train import _make_step
+
+                self.compile = _make_step(self.model, self.opts, True)
+            self.compile(Batch(xb))
+        else:
+            self.model.training_step(Batch(xb), self.opts)
 
 
 def contiguous_layout(stepper: Ours) -> Ours:
@@ -334,6 +346,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2, help="rounds of whole-epoch timing (0: skip)")
     ap.add_argument("--scaling", action="store_true", help="also the cost-growth table (fresh processes)")
     ap.add_argument("--plot", help="write the step speed-ups as a bar chart (.png)")
+    ap.add_argument("--compile", action="store_true", help="also torch.compile variants (compiling takes a minute)")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
@@ -353,11 +366,14 @@ def main() -> None:
             "plain + fused Adam": PlainVAE(x, fused=True),
             "plain + bf16 autocast": PlainVAE(x, bf16=True),
             "plain + bf16 + channels_last": PlainVAE(x, bf16=True, channels_last=True),
+            **({"plain + torch.compile": PlainVAE(x, compile=True),
+                "plain + bf16 + torch.compile": PlainVAE(x, bf16=True, compile=True)} if args.compile else {}),
             "latentforge --precision fp32": Ours("vae", train, "fp32"),
             f"latentforge --precision auto ({set_precision(build_model('vae', input_shape=[1, 28, 28]), 'auto', 'cpu')})":
                 Ours("vae", train, "auto"),
             "latentforge fp32, NCHW (no channels_last)": contiguous_layout(Ours("vae", train, "fp32")),
             "latentforge auto, NCHW (no channels_last)": contiguous_layout(Ours("vae", train, "auto")),
+            **({"latentforge auto --compile on": Ours("vae", train, "auto", compile=True)} if args.compile else {}),
         }
         tables["conv VAE"] = speed_table("conv VAE (MNIST)", variants, "plain fp32 (reference)", args.steps,
                                          args.rounds, flops_per_step(PlainVAE(x)))

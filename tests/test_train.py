@@ -147,3 +147,38 @@ def test_bad_config_is_a_user_error(digits) -> None:
             fit(small_vae(), digits.train, None, TrainConfig(device="cpu", **kw))
     with pytest.raises(UserError, match="resume"):
         fit(small_vae(), digits.train, None, cfg(1), resume=True)  # resume needs a run directory
+
+
+def test_compile_on_reaches_every_model_whose_step_goes_through_its_loss() -> None:
+    """--compile on compiles ``loss`` for models on the generic step (conv VAEs included: their step is the
+    generic one) and says, in a warning, when a model's own step makes it a no-op (the fused MLP VAE, GANs)."""
+    import warnings
+
+    from latentforge.train import _make_step
+
+    for name, kw in (("vae", {"arch": "conv"}), ("ae", {}), ("deep-svdd", {})):
+        model = build_model(name, input_shape=[1, 28, 28], **kw)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)  # ours: none for these models
+            _make_step(model, model.configure_optimizers(1e-3), True)
+        assert "compiled_loss" in model.__dict__, name
+        _make_step(model, model.configure_optimizers(1e-3), False)
+        assert "compiled_loss" not in model.__dict__, name
+    for name, kw, why in (("vae", {"arch": "mlp"}, "the hand-fused MLP step"), ("dcgan", {}, "its own training step")):
+        model = build_model(name, input_shape=[1, 28, 28], **kw)
+        with pytest.warns(UserWarning, match=f"--compile on: {name} trains with {why}"):
+            _make_step(model, model.configure_optimizers(1e-3), True)
+        assert "compiled_loss" not in model.__dict__
+
+
+@pytest.mark.slow
+def test_compiled_training_gives_the_eager_losses(digits) -> None:
+    """One epoch with the loss compiled gives the eager run's losses (fallback_random keeps the draws)."""
+    runs = []
+    for compile in ("off", "on"):
+        torch.manual_seed(0)
+        model = build_model("ae", input_shape=[1, 8, 8], latent_dim=4)
+        res = fit(model, digits.train, None, TrainConfig(epochs=1, seed=0, device="cpu", compile=compile, progress=False))
+        runs.append(res.history[0]["train_loss"])
+        assert "compiled_loss" not in model.__dict__
+    assert runs[0] == pytest.approx(runs[1], rel=1e-4)

@@ -15,6 +15,7 @@ import csv
 import math
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,24 +123,20 @@ def _should_compile(cfg: TrainConfig, steps: int, device: torch.device) -> bool:
 
 
 def _make_step(model: Model, optimizers: dict, compiled: bool) -> Callable[[Batch], dict[str, torch.Tensor]]:
-    """The model's ``training_step``; compiled: the default step around a compiled ``loss``."""
-    if not compiled or type(model).training_step is not Model.training_step:
-        return lambda batch: model.training_step(batch, optimizers)
-    import torch._inductor.config as inductor_config
+    """The model's ``training_step``; compiled: with ``loss`` compiled (``Model.training_step`` calls it), for every
+    model whose step goes through ``loss``; for the others a warning says that training runs uncompiled."""
+    model.__dict__.pop("compiled_loss", None)
+    if compiled:
+        why = model.uncompiled_step(optimizers)
+        if why is None:
+            import torch._inductor.config as inductor_config
 
-    inductor_config.fallback_random = True  # same random numbers compiled or not: resume stays exact
-    loss_fn = torch.compile(model.loss, dynamic=False)
-    (opt,) = optimizers.values()
-
-    def step(batch: Batch) -> dict[str, torch.Tensor]:
-        with autocast(model):
-            out = loss_fn(batch)
-        opt.zero_grad(set_to_none=False)
-        out["loss"].backward()
-        opt.step()
-        return out
-
-    return step
+            inductor_config.fallback_random = True  # same random numbers compiled or not: resume stays exact
+            model.__dict__["compiled_loss"] = torch.compile(model.loss, dynamic=False)
+        else:
+            warnings.warn(f"--compile on: {getattr(model, 'registry_name', type(model).__name__)} trains with {why}, "
+                          "which is not compiled; training runs uncompiled", UserWarning, stacklevel=2)
+    return lambda batch: model.training_step(batch, optimizers)
 
 
 def _rng_state(batch_gen: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
@@ -363,6 +360,8 @@ def fit(
         else:
             print(f"\ninterrupted in epoch {epoch + 1}, before any epoch finished: nothing was saved", file=sys.stderr)
         raise
+    finally:
+        model.__dict__.pop("compiled_loss", None)  # evaluation and later calls run the eager loss
     result.best_epoch = best.restore(model)
     result.optimizers = optimizers
     model.eval()

@@ -74,12 +74,20 @@ class Model(nn.Module):
         """One update on ``batch``; returns the values to log (each is guarded against NaN/Inf).
         Default: ``loss(batch)``, backward, one step of the single optimiser."""
         (opt,) = optimizers.values()
+        loss_fn = self.__dict__.get("compiled_loss") or self.loss  # set by the trainer for --compile on
         with autocast(self):
-            out = self.loss(batch)
+            out = loss_fn(batch)
         opt.zero_grad(set_to_none=False)  # reuse gradient buffers: no per-step allocation
         out["loss"].backward()
         opt.step()
         return out
+
+    def uncompiled_step(self, optimizers: dict[str, torch.optim.Optimizer]) -> str | None:
+        """Why this model's ``training_step`` does not go through ``loss`` (so compiling ``loss`` would change
+        nothing), or None when it does. Default: None unless a subclass overrides ``training_step``."""
+        if type(self).training_step is Model.training_step:
+            return None
+        return "its own training step"
 
     def on_epoch_end(self, epoch: int, train, run_dir: Path | None) -> dict[str, float]:
         """After epoch ``epoch`` (counted from 1): update what the model fits between epochs and leave per-epoch files in
