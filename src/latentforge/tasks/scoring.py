@@ -182,8 +182,8 @@ def fpr_threshold(calibration: np.ndarray, rate: float, *, source: str = "held-o
     if rank > n:
         warnings.warn(f"fpr:{rate:g} needs at least {fpr_rows_needed(rate)} calibration rows, got {n} {source}: "
                       f"the threshold is their largest score, which flags about 1/(n + 1) = {1 / (n + 1):.1%} of "
-                      f"rows like them, not {rate:.1%}; hold out more rows (validation_fraction) or calibrate on more "
-                      "rows known to be normal", UserWarning, stacklevel=2)
+                      f"rows like them, not {rate:.1%}; calibrate on more rows known to be normal (score --calibrate "
+                      "FILE; in Python calibrate(X), or a larger validation_fraction)", UserWarning, stacklevel=2)
         rank = n
     return float(scores[rank - 1])
 
