@@ -73,6 +73,48 @@ def test_counts_are_read_sparsely_and_the_elbo_does_not_depend_on_batch_mates() 
     assert (m.iwae_nll(x, k=16) <= -m.elbo(x, k=16) + 1e-3).all()  # the IWAE bound is at least as tight
 
 
+@pytest.mark.parametrize("name", ["prodlda", "nvdm"])
+def test_kl_warmup_ramps_the_kl_weight_in_training_only(name: str) -> None:
+    from latentforge.models.base import Batch
+
+    torch.manual_seed(0)
+    m = build_model(name, input_shape=[12], latent_dim=3, hidden=[8], dropout=0.0, kl_warmup=4).train()
+    x = torch.poisson(torch.full((5, 12), 2.0))
+    weights = []
+    for _ in range(6):
+        out = m.loss(Batch(x))
+        weights.append(float(out["kl_weight"]))
+        assert out["loss"].item() == pytest.approx((out["nll"] + out["kl_weight"] * out["kl"]).item(), rel=1e-5)
+    assert weights == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
+    m.eval()
+    m.updates.zero_()
+    out = m.loss(Batch(x))  # the validation loss that picks the kept epoch: the plain negative ELBO
+    assert "kl_weight" not in out and out["loss"].item() == pytest.approx((out["nll"] + out["kl"]).item(), rel=1e-5)
+    assert m.updates == 0 and "updates" not in m.state_dict()  # saved runs keep their keys
+    assert build_model(name, input_shape=[12], latent_dim=3, hidden=[8]).kl_weight() == 1.0  # default: no warm-up
+
+
+def test_length_power_weights_each_document_by_its_length() -> None:
+    from latentforge.models.base import Batch
+
+    torch.manual_seed(0)
+    m = build_model("prodlda", input_shape=[12], latent_dim=3, hidden=[8], length_power=1.0).train()
+    x = torch.poisson(torch.full((4, 12), 1.0))
+    x[0] *= 20  # one long document
+    torch.manual_seed(1)
+    got = m.loss(Batch(x))["loss"]
+    torch.manual_seed(1)  # the same random draws, in the same order, by hand
+    mu, logvar = m.encode(x)
+    z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+    per_doc = m.recon_nll(m.word_logits(z), x) + m.kl(mu, logvar)
+    w = 1 / x.sum(1)
+    assert got.item() == pytest.approx((per_doc * w / w.mean()).mean().item(), rel=1e-5)
+    assert got.item() < per_doc.mean().item() / 2  # the long document's loss no longer dominates the batch
+    m.eval()
+    out = m.loss(Batch(x))
+    assert out["loss"].item() == pytest.approx((out["nll"] + out["kl"]).item(), rel=1e-5)  # validation: the ELBO
+
+
 def test_a_planted_two_topic_corpus_is_recovered() -> None:
     texts, y = planted()
     tm = TopicModel(n_components=2, hidden=(32,), dropout=0.2, epochs=60, batch_size=20, lr=1e-2, min_df=1,
