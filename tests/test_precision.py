@@ -34,7 +34,7 @@ def native(monkeypatch, kind: str | None) -> None:
 @pytest.mark.parametrize("kind", ["amx", "avx512_bf16"])
 def test_auto_picks_bf16_for_conv_models_on_native_cpus(monkeypatch, kind):
     native(monkeypatch, kind)
-    for name in ("vae", "ae", "dcgan", "cdcgan"):
+    for name in ("vae", "ae", "dcgan", "cdcgan", "vqvae"):
         assert prec.resolve_precision("auto", build_model(name, input_shape=(1, 28, 28)), "cpu") == "bf16", name
     assert prec.resolve_precision("auto", build_model("vae", input_shape=(1, 28, 28), arch="mlp"), "cpu") == "bf16"
     for model in (build_model("vae", input_shape=(30,)), build_model("deep-svdd", input_shape=(1, 28, 28)),
@@ -128,10 +128,11 @@ def test_precision_is_recorded_in_the_run(tmp_path, images, monkeypatch):
 
 
 def test_weights_save_and_load_across_layouts(tmp_path):
-    """Conv weights are kept channels-last in memory; saved files hold plain tensors that load back exactly."""
+    """Weights held channels-last in memory (as runs of the tenth session's version did) are saved as plain tensors
+    and load back exactly."""
     from latentforge.checkpoint import load_model, save_model
 
-    model = build_model("vae", input_shape=(1, 28, 28))
+    model = build_model("vae", input_shape=(1, 28, 28)).to(memory_format=torch.channels_last)
     conv = model.encoder[0][0].weight
     assert conv.is_contiguous(memory_format=torch.channels_last)
     save_model(model, tmp_path)

@@ -60,7 +60,7 @@ def conv_encoder(input_shape: Sequence[int], out_features: int, *, channels: Seq
         prev = ch
     fh, fw = sizes[-1]
     layers += [nn.Flatten(), wrap(nn.Linear(prev * fh * fw, out_features))]
-    return nn.Sequential(*layers).to(memory_format=torch.channels_last)
+    return nn.Sequential(*layers)
 
 
 def conv_decoder(in_features: int, output_shape: Sequence[int], *, channels: Sequence[int] = (32, 64),
@@ -74,7 +74,7 @@ def conv_decoder(in_features: int, output_shape: Sequence[int], *, channels: Seq
     fh, fw = sizes[-1]
     first = chans[0] if chans else c
     layers: list[nn.Module] = [nn.Linear(in_features, first * fh * fw), ACTIVATIONS[activation](),
-                               UnflattenChannelsLast(1, (first, fh, fw))]
+                               nn.Unflatten(1, (first, fh, fw))]
     for i in range(n):
         cin = chans[i]
         cout = chans[i + 1] if i + 1 < n else c
@@ -85,15 +85,7 @@ def conv_decoder(in_features: int, output_shape: Sequence[int], *, channels: Seq
                 layers.append(nn.BatchNorm2d(cout))
             layers.append(ACTIVATIONS[activation]())
     layers.append(nn.Flatten())
-    return nn.Sequential(*layers).to(memory_format=torch.channels_last)
-
-
-class UnflattenChannelsLast(nn.Unflatten):
-    """``nn.Unflatten`` to (C, H, W) maps stored channels-last, the layout oneDNN's CPU convolutions run fastest
-    in (benchmarks/bench_conv_speed.py). No parameters: saved weights are the same as with ``nn.Unflatten``."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x).contiguous(memory_format=torch.channels_last)
+    return nn.Sequential(*layers)
 
 
 def default_arch(input_shape: Sequence[int]) -> str:

@@ -145,7 +145,7 @@ class Body(Model):
         if self.likelihood == "gaussian":
             x = self.standardise(x)
         if self.arch == "conv":
-            x = x.view(-1, *self.input_shape).contiguous(memory_format=torch.channels_last)
+            x = x.view(-1, *self.input_shape)
         return self.encoder(x)
 
     def decoder_out(self, code: torch.Tensor) -> torch.Tensor:
