@@ -32,7 +32,7 @@ from ..io import load_tensors, save_tensors, write_json
 from ..models.body import robust_location_scale
 from ..models import model_class
 from ..tasks.scoring import (SCORES, SCORES_FILE, anomaly_scores, check_detector_input, check_finite_scores,
-                             check_score, fpr_threshold, parse_threshold, threshold_from)
+                             check_score, parse_threshold, threshold_from)
 from ..train import Monitor
 from .autoencoders import AutoencoderEstimator
 from .base import ModelEstimator, not_fitted
@@ -142,13 +142,10 @@ class Detector(ModelEstimator):
 
     def _apply_rule(self, rule: str) -> None:
         calibration = getattr(self, "calibration_scores_", None)
-        held = self.validation_scores_ if calibration is None else calibration
-        kind, rate = parse_threshold(rule)
-        if kind == "fpr":
-            source = "held-out training rows" if calibration is None else "rows given to calibrate()"
-            self.threshold_ = fpr_threshold(held, rate, source=source)
+        if calibration is None:
+            self.threshold_ = threshold_from(rule, self.decision_scores_, self.validation_scores_)
         else:
-            self.threshold_ = threshold_from(rule, self.decision_scores_, held)
+            self.threshold_ = threshold_from(rule, self.decision_scores_, calibration, source="rows given to calibrate()")
         self.threshold_rule_ = rule
         self.labels_ = (self.decision_scores_ > self.threshold_).astype(np.int64)
 

@@ -102,15 +102,18 @@ class VAE(Body):
         Bernoulli VAE with one Adam; the generic step otherwise."""
         opt = next(iter(optimizers.values()))
         if self._fused_for is not opt:  # a new fit: decide (and flatten the parameters) once
-            usable = self.use_fused_step and len(optimizers) == 1 and supports_fused_step(self)
-            self._fused, self._fused_for = (FusedVAEStep(self, opt) if usable else None), opt
+            self._fused = FusedVAEStep(self, opt) if self._fused_step_applies(optimizers) else None
+            self._fused_for = opt
         if self._fused is not None:
             return self._fused(batch.x)
         return super().training_step(batch, optimizers)
 
+    def _fused_step_applies(self, optimizers: dict[str, torch.optim.Optimizer]) -> bool:
+        return self.use_fused_step and len(optimizers) == 1 and supports_fused_step(self)
+
     def uncompiled_step(self, optimizers: dict[str, torch.optim.Optimizer]) -> str | None:
         """The hand-fused MLP step is not ``loss().backward()``; every other VAE takes the generic step."""
-        if self.use_fused_step and len(optimizers) == 1 and supports_fused_step(self):
+        if self._fused_step_applies(optimizers):
             return "the hand-fused MLP step (fused by hand, measured faster than compiling)"
         return None
 

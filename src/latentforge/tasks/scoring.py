@@ -189,12 +189,12 @@ def fpr_threshold(calibration: np.ndarray, rate: float, *, source: str = "held-o
 
 
 def threshold_from(spec: str | float | None, train_scores: np.ndarray, held_out_scores: np.ndarray | None = None,
-                   *, contamination: float | None = None) -> float:
+                   *, contamination: float | None = None, source: str = "held-out training rows") -> float:
     """The score above which a point is an anomaly (see the module docstring for the rules); ``fpr:`` is set on
-    ``held_out_scores`` (the calibration scores)."""
+    ``held_out_scores`` (the calibration scores, which ``source`` names in the small-sample warning)."""
     kind, v = parse_threshold(spec, contamination)
     if kind == "fpr":
-        return fpr_threshold(np.empty(0) if held_out_scores is None else held_out_scores, v)
+        return fpr_threshold(np.empty(0) if held_out_scores is None else held_out_scores, v, source=source)
     q = v if kind == "quantile" else 1 - v
     return float(np.quantile(train_scores, q, method="higher"))
 
@@ -311,8 +311,8 @@ def score_run(run_dir, data: str, out, *, threshold: str | None = None, contamin
     ``calibrate``: data known to be normal (its label-0 rows when it has 0/1 labels) that sets the ``fpr:``
     threshold instead of the run's held-out training rows."""
     check_precision(precision)
-    kind_rule, rate = parse_threshold(threshold, contamination)
-    if calibrate is not None and kind_rule != "fpr":
+    rule_kind = parse_threshold(threshold, contamination)[0]  # a bad rule fails before any work
+    if calibrate is not None and rule_kind != "fpr":
         raise UserError("--calibrate sets an fpr:R threshold from rows known to be normal; it does not go with "
                         "--contamination or --threshold quantile:q")
     out = Path(out)
@@ -328,13 +328,13 @@ def score_run(run_dir, data: str, out, *, threshold: str | None = None, contamin
     kind = check_score(model, score, what="--score")
     scores = anomaly_scores(model, ds.floats(), score=kind, k=k)
     check_finite_scores(scores, ds.name)  # before the threshold, whose warnings would precede this error
-    train, held = reference_scores(run_dir, model, config, score=kind, k=k)
-    calibration = None
-    if calibrate is not None:
+    calibration, source = None, "held-out training rows"
+    if calibrate is not None:  # an fpr: rule on these rows alone: the run's reference scores are not needed
         held, calibration = calibration_scores(model, calibrate, config, score=kind, k=k)
-        thr = fpr_threshold(held, rate, source=f"rows of {calibration['data']}")
+        train, source = np.empty(0), f"rows of {calibration['data']}"
     else:
-        thr = threshold_from(threshold, train, held, contamination=contamination)
+        train, held = reference_scores(run_dir, model, config, score=kind, k=k)
+    thr = threshold_from(threshold, train, held, contamination=contamination, source=source)
     flagged = scores > thr
     with atomic_path(out) as tmp:
         pd.DataFrame({"index": np.arange(len(ds)), "score": scores, "is_anomaly": flagged.astype(int)}).to_csv(
