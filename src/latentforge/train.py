@@ -252,72 +252,21 @@ def fit(
         optimizer_state_to_params(optimizers)  # the model may have moved since (e.g. kept on the CPU between calls)
     start_epoch = 0
     if resume:
-        if run_dir is None:
-            raise UserError("--resume needs the run directory (--out RUN_DIR)")
-        state, rng = load_training_state(run_dir, model, optimizers)
-        start_epoch = state["epoch"]
-        result.history = state["history"]
-        result.train_seconds = state.get("train_seconds", 0.0)
-        result.samples_seen = state.get("samples_seen", 0)
-        if bool(state.get("streamed", False)) != train.streamed:  # the two paths serve rows in different orders
-            how = {True: "streamed from disk", False: "read into memory"}
-            raise UserError(f"{run_dir} was trained on data {how[bool(state.get('streamed', False))]}, but the data is "
-                            f"now {how[train.streamed]} (the memory budget changed?); resume with the same --stream "
-                            "setting on a machine with as much memory, or train a new run")
-        _set_rng_state(rng, batch_gen, device)
-        if here.distributed:  # rank 0's saved state is the batch order's; each rank's noise its own again
-            torch.manual_seed(cfg.seed + 7919 * here.rank + 104729 * start_epoch)
-        if start_epoch >= cfg.epochs and not finish_only:
-            raise UserError(f"{run_dir} already has {start_epoch} epochs; ask for more with --epochs N (N > {start_epoch})")
+        start_epoch = _resume(run_dir, model, optimizers, result, train, batch_gen, device, cfg, finish_only)
     elif prepare:
         model.prepare(train)
     if monitor is None and validation is not None:
         monitor = Monitor("val_loss", higher_is_better=False)
     best = KeepBest(monitor, result.history, load_training_extra(run_dir, "best") if resume else None)
-    binarize = "dynamic" if cfg.binarize == "dynamic" else None
-    if train.streamed:
-        batcher = StreamBatcher(train, y_all, batch_size=cfg.batch_size, generator=batch_gen, binarize=binarize,
-                                device=device, shard=(here.rank, here.size))
-    else:
-        batcher = Batcher(x_all, y_all, batch_size=cfg.batch_size, scale=train.scale, generator=batch_gen,
-                          binarize=binarize, device=device, shard=(here.rank, here.size))
+    batcher = _batcher(train, x_all, y_all, cfg, batch_gen, device)
     steps_left = len(batcher) * (cfg.epochs - start_epoch)
     step = _make_step(model, optimizers, _should_compile(cfg, steps_left, device))
     bar_on = (sys.stderr.isatty() if cfg.progress is None else cfg.progress) and here.main
-    from tqdm.auto import tqdm
 
     epoch = start_epoch
     try:
         for epoch in range(start_epoch, cfg.epochs):
-            t0 = time.perf_counter()
-            sums: dict[str, torch.Tensor] = {}
-            seen = 0
-            bar = tqdm(batcher, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not bar_on, leave=False, unit="batch",
-                       dynamic_ncols=True)
-            last_note = t0
-            for i, (xb, yb) in enumerate(bar):
-                out = step(Batch(xb, yb))
-                seen += len(xb)
-                for k, v in out.items():
-                    v = v.detach()
-                    sums[k] = sums[k] + v * len(xb) if k in sums else v * len(xb)
-                if i % 25 == 24:  # one host sync per 25 steps, for the guard and the progress
-                    now = {k: float(v.detach()) for k, v in out.items()}
-                    bad = not all(map(math.isfinite, now.values()))
-                    if here.distributed:  # every rank stops together, or the others would wait forever
-                        bad = bool(distributed.all_sum(torch.tensor([float(bad)])).item())
-                    if bad:
-                        raise TrainingDiverged(_diverged_message(epoch, i, run_dir))
-                    bar.set_postfix({k: f"{v:.4g}" for k, v in list(now.items())[:3]})
-                    if not bar_on and cfg.progress is None and here.main and time.perf_counter() - last_note > NOTE_EVERY:
-                        last_note = time.perf_counter()  # not on a terminal: a line every so often, not silence
-                        print(f"epoch {epoch + 1}/{cfg.epochs}: batch {i + 1}/{len(batcher)}", file=sys.stderr)
-            bar.close()
-            seconds = time.perf_counter() - t0
-            if here.distributed:  # the epoch's means over every rank's rows
-                keys = list(sums)
-                total = distributed.all_sum(torch.stack([sums[k].float().cpu() for k in keys] + [torch.tensor(seen)]))
-                sums, seen = dict(zip(keys, total[:-1])), int(total[-1])
+            sums, seen, seconds = _train_epoch(step, batcher, epoch, cfg, run_dir, bar_on)
             row = {"epoch": epoch + 1, **{f"train_{k}": float(v) / max(seen, 1) for k, v in sums.items()}}
             weights_ok = all(bool(torch.isfinite(p).all()) for p in model.parameters())  # the last step may break them
             if not weights_ok or not all(math.isfinite(v) for v in row.values()):
@@ -366,6 +315,80 @@ def fit(
     result.optimizers = optimizers
     model.eval()
     return result
+
+
+def _resume(run_dir: Path | None, model: Model, optimizers: dict, result: TrainResult, train: Dataset,
+            batch_gen: torch.Generator, device: torch.device, cfg: TrainConfig, finish_only: bool) -> int:
+    """Load ``run_dir``'s checkpoint into the model, optimisers, history and random state; the epoch to go on from."""
+    if run_dir is None:
+        raise UserError("--resume needs the run directory (--out RUN_DIR)")
+    here = distributed.world()
+    state, rng = load_training_state(run_dir, model, optimizers)
+    start_epoch = state["epoch"]
+    result.history = state["history"]
+    result.train_seconds = state.get("train_seconds", 0.0)
+    result.samples_seen = state.get("samples_seen", 0)
+    if bool(state.get("streamed", False)) != train.streamed:  # the two paths serve rows in different orders
+        how = {True: "streamed from disk", False: "read into memory"}
+        raise UserError(f"{run_dir} was trained on data {how[bool(state.get('streamed', False))]}, but the data is "
+                        f"now {how[train.streamed]} (the memory budget changed?); resume with the same --stream "
+                        "setting on a machine with as much memory, or train a new run")
+    _set_rng_state(rng, batch_gen, device)
+    if here.distributed:  # rank 0's saved state is the batch order's; each rank's noise its own again
+        torch.manual_seed(cfg.seed + 7919 * here.rank + 104729 * start_epoch)
+    if start_epoch >= cfg.epochs and not finish_only:
+        raise UserError(f"{run_dir} already has {start_epoch} epochs; ask for more with --epochs N (N > {start_epoch})")
+    return start_epoch
+
+
+def _batcher(train: Dataset, x_all, y_all, cfg: TrainConfig, batch_gen: torch.Generator, device: torch.device):
+    """The training batches: from memory, or read from disk a window at a time for streamed data."""
+    here = distributed.world()
+    binarize = "dynamic" if cfg.binarize == "dynamic" else None
+    if train.streamed:
+        return StreamBatcher(train, y_all, batch_size=cfg.batch_size, generator=batch_gen, binarize=binarize,
+                             device=device, shard=(here.rank, here.size))
+    return Batcher(x_all, y_all, batch_size=cfg.batch_size, scale=train.scale, generator=batch_gen,
+                   binarize=binarize, device=device, shard=(here.rank, here.size))
+
+
+def _train_epoch(step: Callable[[Batch], dict[str, torch.Tensor]], batcher, epoch: int, cfg: TrainConfig,
+                 run_dir: Path | None, bar_on: bool) -> tuple[dict[str, torch.Tensor], int, float]:
+    """One pass over the batches: each loss term summed over rows (over every rank's rows when distributed), the
+    rows seen and the seconds taken. Checks for NaN/Inf every 25 steps, without a host sync on the others."""
+    from tqdm.auto import tqdm
+
+    here = distributed.world()
+    t0 = time.perf_counter()
+    sums: dict[str, torch.Tensor] = {}
+    seen = 0
+    bar = tqdm(batcher, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not bar_on, leave=False, unit="batch",
+               dynamic_ncols=True)
+    last_note = t0
+    for i, (xb, yb) in enumerate(bar):
+        out = step(Batch(xb, yb))
+        seen += len(xb)
+        for k, v in out.items():
+            v = v.detach()
+            sums[k] = sums[k] + v * len(xb) if k in sums else v * len(xb)
+        if i % 25 == 24:  # one host sync per 25 steps, for the guard and the progress
+            now = {k: float(v.detach()) for k, v in out.items()}
+            bad = not all(map(math.isfinite, now.values()))
+            if here.distributed:  # every rank stops together, or the others would wait forever
+                bad = bool(distributed.all_sum(torch.tensor([float(bad)])).item())
+            if bad:
+                raise TrainingDiverged(_diverged_message(epoch, i, run_dir))
+            bar.set_postfix({k: f"{v:.4g}" for k, v in list(now.items())[:3]})
+            if not bar_on and cfg.progress is None and here.main and time.perf_counter() - last_note > NOTE_EVERY:
+                last_note = time.perf_counter()  # not on a terminal: a line every so often, not silence
+                print(f"epoch {epoch + 1}/{cfg.epochs}: batch {i + 1}/{len(batcher)}", file=sys.stderr)
+    bar.close()
+    seconds = time.perf_counter() - t0
+    if here.distributed:  # the epoch's means over every rank's rows
+        keys = list(sums)
+        total = distributed.all_sum(torch.stack([sums[k].float().cpu() for k in keys] + [torch.tensor(seen)]))
+        sums, seen = dict(zip(keys, total[:-1])), int(total[-1])
+    return sums, seen, seconds
 
 
 def optimizer_state_to_params(optimizers: dict[str, torch.optim.Optimizer]) -> None:
