@@ -49,9 +49,11 @@ def test_kid_by_hand_on_a_tiny_set() -> None:
     xx = sum(k(x[i], x[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
     yy = sum(k(y[i], y[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
     xy = sum(k(x[i], y[j]) for i in range(m) for j in range(m)) / m**2
-    mean, std = kernel_inception_distance(x, y, subsets=3, subset_size=100)
+    mean, std = kernel_inception_distance(x, y, subsets=1, subset_size=100)
     assert mean == pytest.approx(xx + yy - 2 * xy, rel=1e-9)
-    assert std == pytest.approx(0, abs=1e-9)  # every subset is the whole set
+    # several subsets of sets no larger than subset_size: half-size subsets, so the error bar is not a false 0
+    _, std = kernel_inception_distance(x, y, subsets=20, subset_size=100)
+    assert std > 0.01
 
 
 def test_kid_zero_for_one_distribution_and_positive_for_two() -> None:
@@ -252,3 +254,30 @@ def test_sample_quality_applies_only_where_it_can(tiny_net) -> None:
     assert "28×28" in quality_skip_reason(vae, digits)  # the shipped net
     assert quality_skip_reason(vae, digits, resolve_features(str(tiny_net))) is None
     assert "samples" in quality_skip_reason(ae, digits, resolve_features(str(tiny_net)))  # an AE draws none
+
+
+def test_conditional_models_are_scored_on_samples_of_the_test_images_classes(tiny_net) -> None:
+    from latentforge.data import load_data
+    from latentforge.metrics.evaluate import quality_skip_reason, sample_quality_of
+    from latentforge.models import build_model
+
+    digits = load_data("digits").test
+    cvae = build_model("cvae", input_shape=[1, 8, 8], latent_dim=2, hidden=[8], n_classes=10)
+    features = resolve_features(str(tiny_net))
+    assert quality_skip_reason(cvae, digits, features) is None
+    calls = []
+    draw = cvae.sample
+    cvae.sample = lambda n, *, label, seed: calls.append((label, n)) or draw(n, label=label, seed=seed)
+    q = sample_quality_of(cvae.eval(), digits, n=300, features=features)
+    drawn = np.zeros(10, int)
+    for label, n in calls:
+        drawn[label] += n
+    assert (drawn == np.bincount(digits.y[:300].astype(int), minlength=10)).all()  # the test images' class mix
+    assert np.isfinite(q["fid"]) and q["quality_n"] == 300
+
+    unlabelled = digits.subset(np.arange(50))
+    unlabelled.y = None
+    assert "no labels" in quality_skip_reason(cvae, unlabelled, features)
+    wrong = digits.subset(np.arange(50))
+    wrong.y = np.full(50, 12)
+    assert "outside the model's classes 0..9" in quality_skip_reason(cvae, wrong, features)

@@ -96,16 +96,40 @@ def _evaluate(model: nn.Module, test: Dataset, *, k: int, max_iwae: int | None, 
     return out
 
 
+def _samples(model: nn.Module, test: Dataset, n: int, seed: int) -> torch.Tensor:
+    """``n`` samples in chunks of 1,000: from the prior, or per class in the first ``n`` test labels' counts."""
+    if not model.uses_labels:
+        return torch.cat([model.sample(min(1000, n - i), seed=seed + i).float().cpu() for i in range(0, n, 1000)])
+    counts = np.bincount(np.asarray(test.y[:n]).astype(np.int64), minlength=model.n_classes)
+    return torch.cat([model.sample(min(1000, m - i), label=c, seed=seed + 100_003 * c + i).float().cpu()
+                      for c, m in enumerate(counts.tolist()) for i in range(0, m, 1000)])
+
+
 def quality_skip_reason(model: nn.Module, test: Dataset, features=None) -> str | None:
     """Why sample quality does not apply to this model and data (None: it applies)."""
-    if not isinstance(model, Sampler) or model.uses_labels:
-        return "the model does not draw unconditional samples"
+    if not isinstance(model, Sampler):
+        return "the model does not draw samples"
+    if model.uses_labels and (reason := _label_mismatch(model, test)):
+        return reason
     if not (test.is_image and test.in_unit_interval):
         return "sample quality needs images with values in [0, 1]"
     if features is None and test.sample_shape != (1, 28, 28):
         return "the shipped feature net is for 28×28 grey images; use --features inception or a TorchScript net"
     if test.sample_shape[0] not in (1, 3):
         return f"feature networks take 1- or 3-channel images, these have {test.sample_shape[0]}"
+    return None
+
+
+def _label_mismatch(model: nn.Module, test: Dataset) -> str | None:
+    """Why a conditional model cannot draw samples with the test images' labels (None: it can)."""
+    if test.y is None:
+        return "a conditional model's samples are compared with test images of the same classes: the test data has no labels"
+    try:
+        y = np.asarray(test.y[:SAMPLE_QUALITY_N]).astype(np.int64)
+    except (TypeError, ValueError):
+        return "a conditional model's samples need whole-number class labels on the test images"
+    if len(y) and (y.min() < 0 or y.max() >= model.n_classes):
+        return f"the test labels go outside the model's classes 0..{model.n_classes - 1}"
     return None
 
 
@@ -116,11 +140,12 @@ def sample_quality_of(model: nn.Module, test: Dataset, *, device="cpu", n: int =
                       seed: int = 0, features=None) -> dict[str, float]:
     """FID, KID (± its standard error), precision/recall and density/coverage of ``n`` prior samples
     against ``n`` test images, in the shipped MNIST feature net's space (28×28 grey images only) or
-    ``features``' (e.g. Inception); ``quality_features`` names the space."""
+    ``features``' (e.g. Inception); ``quality_features`` names the space. A conditional model draws, for each
+    class, as many samples as the ``n`` test images hold of it, so both sets have the same class mix."""
     from .sample_quality import sample_quality
 
     n = min(n, len(test))
-    fake = torch.cat([model.sample(min(1000, n - i), seed=seed + i).float().cpu() for i in range(0, n, 1000)])
+    fake = _samples(model, test, n, seed)
     with full_precision():  # the feature space is fp32 whatever the model computes in
         q = sample_quality(test.head(n), fake.clamp(0, 1).numpy(), extractor=features)
     return {**q, "quality_n": n, "quality_features": "mnist-cnn" if features is None else features.name}

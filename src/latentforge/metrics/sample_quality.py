@@ -66,19 +66,22 @@ def kernel_inception_distance(feat_a: np.ndarray, feat_b: np.ndarray, *, subsets
                               subset_size: int = 1000, seed: int = 0) -> tuple[float, float]:
     """KID (Bińkowski et al. 2018, https://arxiv.org/abs/1801.01401): unbiased MMD² with the
     kernel k(x, y) = (x·y/d + 1)³, averaged over ``subsets`` random subsets of ``subset_size``
-    (capped by the smaller set) drawn without replacement.
+    drawn without replacement.
 
     Returns (mean, std): std is the spread of the per-subset estimates, i.e. the standard error of
     one KID estimate from ``subset_size`` samples (what the paper and torch-fidelity report). It is
-    conservative for the mean, whose subsets overlap; when ``subset_size`` equals both set sizes every
-    subset is the whole set and std is 0, so use more samples than ``subset_size`` for an error bar.
+    conservative for the mean, whose subsets overlap. A set no larger than ``subset_size`` would be drawn
+    whole every time, and the spread would shrink towards 0 (exactly 0 when both are): then subsets hold
+    half the smaller set, so std is the error bar of a half-size estimate, larger than the mean's.
+    ``subsets=1`` is one estimate on ``subset_size`` rows (the whole smaller set at most) and std 0.
     """
     a, b = _as_features(feat_a, "feat_a"), _as_features(feat_b, "feat_b")
     if a.shape[1] != b.shape[1]:
         raise UserError(f"feature sets differ in width: {a.shape[1]} vs {b.shape[1]}")
-    m = min(subset_size, len(a), len(b))
-    if m < 2:
-        raise UserError("KID needs at least 2 samples in each set")
+    smaller = min(len(a), len(b))
+    if smaller < 2 or (subsets > 1 and smaller < 4):
+        raise UserError(f"KID needs at least {2 if subsets == 1 else 4} samples in each set")
+    m = subset_size if subset_size < smaller else smaller if subsets == 1 else smaller // 2
     d = a.shape[1]
     rng = np.random.default_rng(seed)
     est = np.empty(subsets)
