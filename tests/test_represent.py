@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -131,6 +132,22 @@ def test_embed_cluster_commands(runs, tmp_path, capsys) -> None:
     assert list(assignments.columns) == ["index", "cluster", "confidence", "label"]
     assert clustering_scores(assignments["label"], assignments["cluster"])["acc"] == pytest.approx(result["acc"])
     assert (tmp_path / "m.png").stat().st_size > 0
+
+
+def test_cluster_refines_with_augmented_images(runs, tmp_path, capsys) -> None:
+    work = tmp_path / "ae2"
+    shutil.copytree(runs / "ae2", work)  # --refine trains the encoder of the model it loaded, not the run's files
+    capsys.readouterr()
+    assert main(["cluster", str(work), "--k", "10", "--refine", "--refine-epochs", "2", "--gamma", "0",
+                 "--refine-lr", "1e-4", "--augment", "shift:1,rotate:10", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["method"] == "kmeans+dec" and 0 < result["acc"] <= 1
+    assert main(["cluster", str(work), "--k", "10", "--augment", "shift:1"]) == 2
+    assert "add --refine" in capsys.readouterr().err
+    assert main(["cluster", str(work), "--k", "10", "--refine", "--augment", "shake:1"]) == 2
+    assert "unknown change 'shake'" in capsys.readouterr().err
+    assert main(["cluster", str(work), "--k", "10", "--refine", "--refine-lr", "0"]) == 2
+    assert "--refine-lr must be" in capsys.readouterr().err
 
 
 def test_a_file_is_used_whole_and_in_order(runs, tmp_path, digits) -> None:

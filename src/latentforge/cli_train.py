@@ -48,6 +48,9 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     binarize: Optional[str] = typer.Option(None, "--binarize", help="dynamic or static: train and test on Bernoulli "
                                            "samples of grey levels (for likelihoods comparable with papers)."),
+    augment: Optional[str] = typer.Option(None, "--augment", help="Images: change each training image at random, e.g. "
+                                          "shift:2,rotate:10 (pixels, degrees; also scale:0.1 and flip): codes that "
+                                          "do not move with small shifts, for clustering and small data sets."),
     eval_k: int = typer.Option(100, "--eval-k", help="Importance samples for the IWAE NLL in metrics.json (0: skip)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (auto picks CUDA when present)."),
     compile: str = typer.Option("auto", "--compile", help="torch.compile the loss: auto, on or off."),
@@ -113,7 +116,7 @@ def train(
     if eval_k < 0:
         raise UserError(f"--eval-k must be 0 or more, got {eval_k}")
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, compile=compile,
-                      binarize=binarize, patience=patience, stream=stream, precision=precision)
+                      binarize=binarize, patience=patience, stream=stream, precision=precision, augment=augment)
     data_options = {"min_rating": min_rating, "user_col": user_col, "item_col": item_col, "rating_col": rating_col,
                     "text_column": text_column, "encoding": encoding, "vocab_size": vocab_size, "min_df": min_df,
                     "max_df": max_df, **_label_budget(labels_per_class, label_seed)}

@@ -66,6 +66,10 @@ def cluster(
                                 "--gamma 0 for DEC), starting from the clusters found."),
     refine_epochs: int = typer.Option(10, "--refine-epochs", help="--refine: epochs of self-training."),
     gamma: float = typer.Option(0.1, "--gamma", help="--refine: weight of the model's own loss (IDEC); 0 is DEC."),
+    refine_lr: float = typer.Option(1e-3, "--refine-lr", help="--refine: Adam learning rate."),
+    augment: Optional[str] = typer.Option(None, "--augment", help="--refine on images: train the encoder on randomly "
+                                          "changed images, e.g. shift:2,rotate:10 (DEC-DA; targets from the images "
+                                          "as they are)."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     out: Optional[Path] = typer.Option(None, "--out", help="CSV of assignments: index, cluster, confidence, label."),
     map_png: Optional[Path] = typer.Option(None, "--map", help="Also draw the codes in 2-D coloured by cluster (.png)."),
@@ -83,9 +87,15 @@ def cluster(
 
     from .tasks.represent import check_request
 
+    from .data.image_transforms import parse_image_augment
+
     check_request(k, method)
     positive("--umap-dim", umap_dim)
     positive("--refine-epochs", refine_epochs)
+    if not refine_lr > 0 or refine_lr == float("inf"):
+        raise UserError(f"--refine-lr must be a finite number above 0, got {refine_lr}")
+    if parse_image_augment(augment) is not None and not refine:
+        raise UserError("--augment changes the images the encoder is refined on; add --refine (or drop --augment)")
     if out is not None:
         out_file(out, (".csv",))
     if map_png is not None:
@@ -94,8 +104,8 @@ def cluster(
     z = embed_rows(model, ds, device=device, progress=sys.stderr.isatty())
     found = cluster_codes(z, k, method=method, seed=seed, umap_dim=umap_dim)
     if refine:
-        found = refine_clusters(model, ds, found, epochs=refine_epochs, gamma=gamma, seed=seed, device=device,
-                                codes=z)
+        found = refine_clusters(model, ds, found, epochs=refine_epochs, gamma=gamma, lr=refine_lr, seed=seed,
+                                device=device, codes=z, augment=augment)
         if map_png is not None:  # the refined encoder's codes, for the picture only
             z = embed_rows(model, ds, device=device)
     labels = None if ds.y is None else np.asarray(ds.y)

@@ -26,6 +26,7 @@ from torch import nn
 from . import distributed
 from .checkpoint import load_training_extra, load_training_state, save_training_state
 from .data import Batcher, Dataset, StreamBatcher
+from .data.image_transforms import AugmentedBatches, parse_image_augment
 from .data.stream_batcher import eval_batches
 from .errors import UserError
 from .io import atomic_path
@@ -54,11 +55,17 @@ class TrainConfig(Settings):
                              "and losses stay fp32); auto picks bf16 where the model measured faster and the "
                              "device computes bf16 natively (CPU with AMX or AVX-512 BF16, CUDA)",
                              choices=PRECISIONS)
+    augment: str | None = setting(None, "random changes of each training image: shift:P (pixels), rotate:D (degrees), "
+                                  "scale:F (zoom by up to F), flip (mirror half); comma-separated, e.g. "
+                                  "shift:2,rotate:10. Images only")
     stream: str = setting("auto", "read the data from disk a block at a time instead of into memory: on, off or auto "
                           "(.npy and Parquet files larger than a quarter of the memory, and folders of .npy/.npz "
                           "shards)", choices=("auto", "on", "off"))
 
     def check(self) -> None:
+        if parse_image_augment(self.augment) is not None and self.binarize is not None:
+            raise SettingError("augment", "changing images blends neighbouring grey levels, which binarised training "
+                               "is meant to avoid; drop --augment or --binarize")
         if not isinstance(self.device, str):
             raise SettingError("device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         resolve_device(self.device)
@@ -342,14 +349,23 @@ def _resume(run_dir: Path | None, model: Model, optimizers: dict, result: TrainR
 
 
 def _batcher(train: Dataset, x_all, y_all, cfg: TrainConfig, batch_gen: torch.Generator, device: torch.device):
-    """The training batches: from memory, or read from disk a window at a time for streamed data."""
+    """The training batches: from memory, or read from disk a window at a time for streamed data; with
+    ``cfg.augment``, each image batch randomly changed (drawn from ``batch_gen``, so resumable)."""
     here = distributed.world()
     binarize = "dynamic" if cfg.binarize == "dynamic" else None
     if train.streamed:
-        return StreamBatcher(train, y_all, batch_size=cfg.batch_size, generator=batch_gen, binarize=binarize,
-                             device=device, shard=(here.rank, here.size))
-    return Batcher(x_all, y_all, batch_size=cfg.batch_size, scale=train.scale, generator=batch_gen,
-                   binarize=binarize, device=device, shard=(here.rank, here.size))
+        batches = StreamBatcher(train, y_all, batch_size=cfg.batch_size, generator=batch_gen, binarize=binarize,
+                                device=device, shard=(here.rank, here.size))
+    else:
+        batches = Batcher(x_all, y_all, batch_size=cfg.batch_size, scale=train.scale, generator=batch_gen,
+                          binarize=binarize, device=device, shard=(here.rank, here.size))
+    augment = parse_image_augment(cfg.augment)
+    if augment is None:
+        return batches
+    if not train.is_image or train.is_sparse:
+        raise UserError(f"--augment changes images; {train.name} holds rows shaped {train.sample_shape}, not "
+                        "(channels, height, width) images; drop --augment")
+    return AugmentedBatches(batches, augment, batch_gen)
 
 
 def _train_epoch(step: Callable[[Batch], dict[str, torch.Tensor]], batcher, epoch: int, cfg: TrainConfig,

@@ -132,6 +132,7 @@ class VAE(AutoencoderEstimator):
     other floats a Gaussian one on standardised features (``likelihood="auto"``).
     ``score_samples`` is the per-sample ELBO in nats (higher = more typical, scikit-learn's
     convention); ``decision_function`` is its negative (higher = more anomalous, PyOD's).
+    ``augment="shift:2,rotate:10"`` changes each training image at random (images only; see ``--augment``).
     """
 
     model_names = ("vae",)
@@ -140,7 +141,8 @@ class VAE(AutoencoderEstimator):
     def __init__(self, latent_dim: int = 20, hidden: Sequence[int] = (400,), likelihood: str = "auto",
                  beta: float = 1.0, arch: str = "auto", scaling: str = "standard", trim: float = 0.0, epochs: int = 10,
                  batch_size: int = 128, lr: float = 1e-3, random_state: int | None = None, device: str = "auto",
-                 verbose: bool = False, precision: str = "auto") -> None:
+                 verbose: bool = False, precision: str = "auto",
+                 augment: str | None = None) -> None:
         self.latent_dim = latent_dim
         self.hidden = hidden
         self.likelihood = likelihood
@@ -155,6 +157,7 @@ class VAE(AutoencoderEstimator):
         self.device = device
         self.verbose = verbose
         self.precision = precision
+        self.augment = augment
 
 
 class BetaVAE(VAE):
@@ -166,10 +169,12 @@ class BetaVAE(VAE):
                  beta: float = 4.0, arch: str = "auto", kl_warmup: int = 0, capacity: float = 0.0,
                  capacity_steps: int = 10000, scaling: str = "standard", trim: float = 0.0, epochs: int = 10,
                  batch_size: int = 128, lr: float = 1e-3, random_state: int | None = None, device: str = "auto",
-                 verbose: bool = False, precision: str = "auto") -> None:
+                 verbose: bool = False, precision: str = "auto",
+                 augment: str | None = None) -> None:
         super().__init__(latent_dim=latent_dim, hidden=hidden, likelihood=likelihood, beta=beta, arch=arch,
                          scaling=scaling, trim=trim, epochs=epochs, batch_size=batch_size, lr=lr,
-                         random_state=random_state, device=device, verbose=verbose, precision=precision)
+                         random_state=random_state, device=device, verbose=verbose, precision=precision,
+                         augment=augment)
         self.kl_warmup = kl_warmup
         self.capacity = capacity
         self.capacity_steps = capacity_steps
@@ -200,7 +205,8 @@ class CVAE(VAE):
 
 
 class AutoEncoder(AutoencoderEstimator):
-    """Deterministic autoencoder; ``decision_function`` is the reconstruction NLL (higher = more anomalous)."""
+    """Deterministic autoencoder; ``decision_function`` is the reconstruction NLL (higher = more anomalous).
+    ``augment="shift:2,rotate:10"`` changes each training image at random (images only; see ``--augment``)."""
 
     model_names = ("ae",)
     partial_fit_refused = None
@@ -208,7 +214,8 @@ class AutoEncoder(AutoencoderEstimator):
     def __init__(self, latent_dim: int = 20, hidden: Sequence[int] = (400,), likelihood: str = "auto",
                  arch: str = "auto", scaling: str = "standard", trim: float = 0.0, epochs: int = 10,
                  batch_size: int = 128, lr: float = 1e-3, random_state: int | None = None, device: str = "auto",
-                 verbose: bool = False, precision: str = "auto") -> None:
+                 verbose: bool = False, precision: str = "auto",
+                 augment: str | None = None) -> None:
         self.latent_dim = latent_dim
         self.hidden = hidden
         self.likelihood = likelihood
@@ -222,6 +229,7 @@ class AutoEncoder(AutoencoderEstimator):
         self.device = device
         self.verbose = verbose
         self.precision = precision
+        self.augment = augment
 
 
 class DenoisingAutoEncoder(AutoEncoder):
@@ -232,8 +240,9 @@ class DenoisingAutoEncoder(AutoEncoder):
     def __init__(self, latent_dim: int = 20, hidden: Sequence[int] = (400,), likelihood: str = "auto",
                  arch: str = "auto", noise: str = "mask:0.3", scaling: str = "standard", trim: float = 0.0,
                  epochs: int = 10, batch_size: int = 128, lr: float = 1e-3, random_state: int | None = None,
-                 device: str = "auto", verbose: bool = False, precision: str = "auto") -> None:
+                 device: str = "auto", verbose: bool = False, precision: str = "auto",
+                 augment: str | None = None) -> None:
         super().__init__(latent_dim=latent_dim, hidden=hidden, likelihood=likelihood, arch=arch, scaling=scaling,
                          trim=trim, epochs=epochs, batch_size=batch_size, lr=lr, random_state=random_state,
-                         device=device, verbose=verbose, precision=precision)
+                         device=device, verbose=verbose, precision=precision, augment=augment)
         self.noise = noise

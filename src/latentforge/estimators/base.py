@@ -94,7 +94,7 @@ class ModelEstimator(BaseEstimator):
         values = {"epochs": self._epochs(n), "batch_size": self.batch_size, "lr": self.lr,
                   "seed": 0 if self.random_state is None else self.random_state, "device": self.device,
                   "progress": bool(self.verbose), "patience": getattr(self, "patience", None),
-                  "precision": getattr(self, "precision", "auto"), **given}
+                  "precision": getattr(self, "precision", "auto"), "augment": getattr(self, "augment", None), **given}
         try:
             return TrainConfig(**values)
         except SettingError as e:

@@ -134,10 +134,12 @@ def umap_map(z: np.ndarray, *, dim: int, n_neighbors: int, seed: int) -> np.ndar
 
 def refine(model: nn.Module, ds: Dataset, start: Clustering, *, epochs: int = 10, gamma: float = 0.1,
            lr: float = 1e-3, batch_size: int = 256, seed: int = 0, device: str = "cpu",
-           progress: bool | None = None, codes: np.ndarray | None = None) -> Clustering:
+           progress: bool | None = None, codes: np.ndarray | None = None, augment: str | None = None) -> Clustering:
     """DEC/IDEC self-training of ``model``'s encoder from the ``start`` clusters (their code means are the first
     centres). ``gamma`` weighs the model's own loss (IDEC); 0 is plain DEC. ``codes``: ``ds``'s codes under
-    ``model`` when the caller has them already (else they are computed). Trains ``model`` in place."""
+    ``model`` when the caller has them already (else they are computed). ``augment`` (images): the encoder is
+    trained on randomly changed images while the targets come from the images as they are (DEC-DA, Guo et al.
+    2018). Trains ``model`` in place."""
     from ..models.dec import DeepClustering
     from ..train import TrainConfig, fit
 
@@ -152,7 +154,8 @@ def refine(model: nn.Module, ds: Dataset, start: Clustering, *, epochs: int = 10
     centres = np.stack([z[start.labels == c].mean(0) if np.any(start.labels == c) else z.mean(0) for c in range(k)])
     wrapper = DeepClustering(model, centres, gamma=gamma)
     indexed = Dataset(x=ds.x, y=np.arange(len(ds)), name=ds.name, scale=ds.scale)
-    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=str(device), progress=progress)
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=str(device), progress=progress,
+                      augment=augment)
     result = fit(wrapper, indexed, None, cfg)
     proba = wrapper.predict_proba(indexed).numpy()
     model.eval()

@@ -1,0 +1,97 @@
+"""Random geometric changes of image batches while training (``--augment shift:2,rotate:10``).
+
+One random affine map per image — a shift, a rotation, a zoom and a mirror image, as asked for — applied to a
+whole batch at once by ``affine_grid`` + ``grid_sample`` (bilinear, edges repeated outward), so there is no
+per-image Python on the training path. The random numbers come from the trainer's batch generator, so a run is
+the same run again with the same seed, also across ``--resume``. Codes that should not change when a digit moves
+by a pixel or two are what deep clustering with augmentation learns (Guo et al. 2018, "Deep Embedded Clustering
+with Data Augmentation").
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..settings import SettingError
+
+KINDS = ("shift", "rotate", "scale", "flip")
+EXAMPLE = "shift:2,rotate:10 (also scale:0.1 and flip)"
+EXAMPLES = {"shift": "shift:2", "rotate": "rotate:10", "scale": "scale:0.1"}
+
+
+@dataclass(frozen=True)
+class ImageAugment:
+    """Each image is shifted by up to ``shift`` pixels along each axis, turned by up to ``rotate`` degrees,
+    zoomed by a factor in [1 − ``scale``, 1 + ``scale``] and, with ``flip``, mirrored left–right half the time."""
+
+    shift: float = 0.0
+    rotate: float = 0.0
+    scale: float = 0.0
+    flip: bool = False
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """A changed copy of the batch ``x`` (N, C, H, W)."""
+        if x.dim() != 4:
+            raise ValueError(f"image batches are (N, C, H, W); got shape {tuple(x.shape)}")
+        n, _, h, w = x.shape
+        u = torch.rand(n, 5, generator=generator).to(x.device) * 2 - 1  # drawn on the CPU: the same on any device
+        angle = u[:, 0] * math.radians(self.rotate)
+        zoom = 1 + u[:, 1] * self.scale
+        mirror = torch.where(u[:, 2] < 0, -1.0, 1.0) if self.flip else torch.ones(n, device=x.device)
+        cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+        theta = torch.stack([
+            torch.stack([cos * mirror, -sin, u[:, 3] * self.shift * 2 / w], 1),
+            torch.stack([sin * mirror, cos, u[:, 4] * self.shift * 2 / h], 1),
+        ], 1)  # where each output pixel reads from, in [-1, 1] coordinates
+        grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def parse_image_augment(spec: str | None) -> ImageAugment | None:
+    """``"shift:2,rotate:10,scale:0.1,flip"`` → :class:`ImageAugment` (None or "none": no augmentation)."""
+    if spec is None or spec.strip().lower() in ("", "none"):
+        return None
+    values: dict[str, float | bool] = {}
+    for part in spec.split(","):
+        name, _, value = part.strip().partition(":")
+        name = name.strip().lower()
+        if name not in KINDS:
+            raise SettingError("augment", f"unknown change {name!r} in {spec!r}; use {EXAMPLE}")
+        if name in values:
+            raise SettingError("augment", f"{name} is given twice in {spec!r}")
+        if name == "flip":
+            if value:
+                raise SettingError("augment", f"flip takes no value (it mirrors half the images), got flip:{value}")
+            values[name] = True
+            continue
+        try:
+            v = float(value)
+        except ValueError:
+            raise SettingError("augment", f"{name} needs a number, e.g. {EXAMPLES[name]}, got {part.strip()!r}") from None
+        limits = {"shift": (0, 64, "pixels"), "rotate": (0, 180, "degrees"), "scale": (0, 0.9, "a fraction")}[name]
+        if not (limits[0] <= v <= limits[1]) or not math.isfinite(v):
+            raise SettingError("augment", f"{name} must be between {limits[0]} and {limits[1]} ({limits[2]}), got {v}")
+        values[name] = v
+    return ImageAugment(**values)
+
+
+class AugmentedBatches:
+    """The batches of ``batches`` with each image batch changed by ``augment`` (labels untouched)."""
+
+    def __init__(self, batches, augment: ImageAugment, generator: torch.Generator | None) -> None:
+        self.batches, self.augment, self.generator = batches, augment, generator
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getattr__(self, name: str):  # e.g. a stream batcher's ``waited``
+        return getattr(self.__dict__["batches"], name)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        for xb, yb in self.batches:
+            yield self.augment(xb, self.generator), yb

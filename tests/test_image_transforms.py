@@ -1,0 +1,149 @@
+"""Random image changes while training (``--augment``): the spec, the changes themselves, and the trainer's use."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from latentforge.data import load_data
+from latentforge.data.image_transforms import AugmentedBatches, ImageAugment, parse_image_augment
+from latentforge.errors import UserError
+from latentforge.models import build_model
+from latentforge.settings import SettingError
+from latentforge.train import TrainConfig, fit
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_data("digits")
+
+
+def images(n: int = 6, seed: int = 0) -> torch.Tensor:
+    return torch.rand(n, 1, 9, 11, generator=torch.Generator().manual_seed(seed))
+
+
+def test_spec_is_parsed_into_its_changes() -> None:
+    assert parse_image_augment(None) is None and parse_image_augment("none") is None
+    assert parse_image_augment("shift:2, rotate:10,flip") == ImageAugment(shift=2.0, rotate=10.0, flip=True)
+    assert parse_image_augment("scale:0.1") == ImageAugment(scale=0.1)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("twist:3", "unknown change 'twist'"),
+    ("shift:x", "shift needs a number, e.g. shift:2"),
+    ("shift", "shift needs a number"),
+    ("rotate:200", "rotate must be between 0 and 180"),
+    ("shift:-1", "shift must be between 0 and 64"),
+    ("scale:nan", "scale must be between"),
+    ("flip:1", "flip takes no value"),
+    ("shift:1,shift:2", "shift is given twice"),
+])
+def test_bad_specs_say_what_to_write(spec: str, message: str) -> None:
+    with pytest.raises(SettingError, match=message):
+        parse_image_augment(spec)
+    with pytest.raises(SettingError, match=message):  # and at the training settings, before any work
+        TrainConfig(augment=spec)
+
+
+def test_no_change_leaves_images_as_they_are() -> None:
+    x = images()
+    assert torch.allclose(ImageAugment()(x), x, atol=1e-6)
+
+
+def test_flip_mirrors_about_half_the_images_exactly() -> None:
+    x = images(400)
+    out = ImageAugment(flip=True)(x, torch.Generator().manual_seed(0))
+    mirrored = torch.isclose(out, x.flip(-1), atol=1e-6).flatten(1).all(1)
+    unchanged = torch.isclose(out, x, atol=1e-6).flatten(1).all(1)
+    assert bool((mirrored | unchanged).all())
+    assert 150 < int(mirrored.sum()) < 250
+
+
+def test_shift_moves_a_dot_by_at_most_the_shift() -> None:
+    x = torch.zeros(500, 1, 15, 15)
+    x[:, :, 7, 7] = 1.0
+    out = ImageAugment(shift=2)(x, torch.Generator().manual_seed(1))
+    ys, xs = torch.meshgrid(torch.arange(15.0), torch.arange(15.0), indexing="ij")
+    mass = out.sum((1, 2, 3))
+    assert torch.allclose(mass, torch.ones(500), atol=1e-4)  # bilinear moves the dot, keeps its grey level
+    cy, cx = (out[:, 0] * ys).sum((1, 2)) / mass, (out[:, 0] * xs).sum((1, 2)) / mass
+    assert float((cy - 7).abs().max()) <= 2 + 1e-4 and float((cx - 7).abs().max()) <= 2 + 1e-4
+    assert float((cx - 7).abs().max()) > 1.5  # and it does use the range
+
+
+def test_rotation_keeps_a_centred_disc_and_turns_a_bar() -> None:
+    ys, xs = torch.meshgrid(torch.arange(21.0) - 10, torch.arange(21.0) - 10, indexing="ij")
+    bar = ((ys.abs() <= 1) & (xs.abs() <= 8)).float().expand(200, 1, 21, 21).clone()
+    out = ImageAugment(rotate=45)(bar, torch.Generator().manual_seed(2))
+    # the bar's angle, from its second moments, lies within ±45° and spreads over the range
+    m = out[:, 0]
+    cxx, cyy, cxy = (m * xs * xs).sum((1, 2)), (m * ys * ys).sum((1, 2)), (m * xs * ys).sum((1, 2))
+    angle = torch.rad2deg(0.5 * torch.atan2(2 * cxy, cxx - cyy))
+    assert float(angle.abs().max()) <= 46 and float(angle.abs().max()) > 35
+
+
+def test_same_generator_state_gives_the_same_changes() -> None:
+    aug, x = ImageAugment(shift=2, rotate=10, scale=0.1, flip=True), images()
+    a = aug(x, torch.Generator().manual_seed(5))
+    b = aug(x, torch.Generator().manual_seed(5))
+    assert torch.equal(a, b) and not torch.allclose(a, x)
+
+
+def test_batches_keep_their_labels() -> None:
+    x, y = images(), torch.arange(6)
+    wrapped = AugmentedBatches([(x, y)], ImageAugment(shift=1), torch.Generator().manual_seed(0))
+    (xb, yb), = list(wrapped)
+    assert len(wrapped) == 1 and torch.equal(yb, y) and xb.shape == x.shape
+
+
+def test_training_with_augment_is_reproducible_and_differs_from_without(digits) -> None:
+    def trained(augment):
+        torch.manual_seed(0)
+        model = build_model("ae", input_shape=[1, 8, 8], latent_dim=4, hidden=[32])
+        fit(model, digits.train, None, TrainConfig(epochs=2, seed=0, device="cpu", compile="off", progress=False,
+                                                   augment=augment))
+        return model.state_dict()
+
+    a, b, plain = trained("shift:1,rotate:10"), trained("shift:1,rotate:10"), trained(None)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], plain[k]) for k in a)
+
+
+def test_augment_is_refused_for_tables_and_with_binarize() -> None:
+    table = load_data("digits").train
+    rows = table.subset(np.arange(200))
+    rows.x = rows.floats().reshape(200, -1)
+    model = build_model("ae", input_shape=[64], latent_dim=2, hidden=[8])
+    with pytest.raises(UserError, match="not \\(channels, height, width\\) images"):
+        fit(model, rows, None, TrainConfig(epochs=1, device="cpu", progress=False, augment="shift:1"))
+    with pytest.raises(SettingError, match="drop --augment or --binarize"):
+        TrainConfig(augment="shift:1", binarize="dynamic")
+
+
+def test_estimators_take_augment(digits) -> None:
+    from latentforge.estimators import AutoEncoder, VAE
+
+    x = digits.train.floats()[:300]
+    est = AutoEncoder(latent_dim=2, hidden=(16,), epochs=1, augment="rotate:10", random_state=0, device="cpu").fit(x)
+    assert est.get_params()["augment"] == "rotate:10" and est.transform(x).shape == (300, 2)
+    with pytest.raises(UserError, match="augment unknown change 'wobble'"):
+        VAE(epochs=1, augment="wobble", device="cpu").fit(x)
+
+
+def test_resume_with_augment_equals_uninterrupted(digits, tmp_path) -> None:
+    def model():
+        torch.manual_seed(0)
+        return build_model("ae", input_shape=[1, 8, 8], latent_dim=4, hidden=[32])
+
+    def cfg(epochs):
+        return TrainConfig(epochs=epochs, seed=0, device="cpu", compile="off", progress=False, augment="shift:1,flip")
+
+    straight = model()
+    fit(straight, digits.train, None, cfg(3))
+    first = model()
+    fit(first, digits.train, None, cfg(2), run_dir=tmp_path)
+    resumed = model()
+    fit(resumed, digits.train, None, cfg(3), run_dir=tmp_path, resume=True)  # the changes' random state, too
+    a, b = straight.state_dict(), resumed.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
