@@ -86,7 +86,7 @@ def test_idec_refinement_sharpens_clusters_and_trains_through_the_one_trainer(di
     start = cluster_codes(before, 10, seed=0)
     centres = np.stack([before[start.labels == c].mean(0) for c in range(10)])
     first_q = DeepClustering(copy.deepcopy(est.model_), centres).predict_proba(ds)
-    refined = refine(est.model_, ds, start, epochs=5, gamma=0.1, seed=0)
+    refined = refine(est.model_, ds, start, epochs=5, gamma=0.1, seed=0, tol=0)
     assert refined.method == "kmeans+idec" and len(refined.history) == 5
     assert {"train_kl", "train_model_loss", "changed"} <= set(refined.history[-1])
     assert refined.confidence.mean() > float(first_q.max(1).values.mean()) + 0.02  # self-training sharpens
@@ -94,6 +94,10 @@ def test_idec_refinement_sharpens_clusters_and_trains_through_the_one_trainer(di
     assert clustering_scores(y, refined.labels)["acc"] > 0.5
     dec = refine(est.model_, ds, start, epochs=1, gamma=0.0)
     assert dec.method == "kmeans+dec" and "train_model_loss" not in dec.history[0]
+    settled = refine(est.model_, ds, start, epochs=50, gamma=0.1, tol=0.05)  # DEC's stopping rule, no labels
+    assert len(settled.history) < 50 and settled.history[-1]["changed"] < 0.05
+    assert all(h["changed"] >= 0.05 for h in settled.history[:-1])
+    assert [h["epoch"] for h in settled.history] == list(range(1, len(settled.history) + 1))
 
 
 def test_a_denoising_autoencoder_improves_psnr(digits) -> None:
@@ -148,6 +152,8 @@ def test_cluster_refines_with_augmented_images(runs, tmp_path, capsys) -> None:
     assert "unknown change 'shake'" in capsys.readouterr().err
     assert main(["cluster", str(work), "--k", "10", "--refine", "--refine-lr", "0"]) == 2
     assert "--refine-lr must be" in capsys.readouterr().err
+    assert main(["cluster", str(work), "--k", "10", "--refine", "--refine-tol", "1.5"]) == 2
+    assert "--refine-tol must be" in capsys.readouterr().err
 
 
 def test_a_file_is_used_whole_and_in_order(runs, tmp_path, digits) -> None:

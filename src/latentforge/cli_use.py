@@ -67,6 +67,8 @@ def cluster(
     refine_epochs: int = typer.Option(10, "--refine-epochs", help="--refine: epochs of self-training."),
     gamma: float = typer.Option(0.1, "--gamma", help="--refine: weight of the model's own loss (IDEC); 0 is DEC."),
     refine_lr: float = typer.Option(1e-3, "--refine-lr", help="--refine: Adam learning rate."),
+    refine_tol: float = typer.Option(0.001, "--refine-tol", help="--refine: stop early once fewer than this share of "
+                                     "rows change cluster in an epoch (DEC's rule; 0: run every epoch)."),
     augment: Optional[str] = typer.Option(None, "--augment", help="--refine on images: train the encoder on randomly "
                                           "changed images, e.g. shift:2,rotate:10 (DEC-DA; targets from the images "
                                           "as they are)."),
@@ -94,6 +96,8 @@ def cluster(
     positive("--refine-epochs", refine_epochs)
     if not refine_lr > 0 or refine_lr == float("inf"):
         raise UserError(f"--refine-lr must be a finite number above 0, got {refine_lr}")
+    if not 0 <= refine_tol < 1:
+        raise UserError(f"--refine-tol must be a share of rows in [0, 1), got {refine_tol}")
     if parse_image_augment(augment) is not None and not refine:
         raise UserError("--augment changes the images the encoder is refined on; add --refine (or drop --augment)")
     if out is not None:
@@ -105,7 +109,7 @@ def cluster(
     found = cluster_codes(z, k, method=method, seed=seed, umap_dim=umap_dim)
     if refine:
         found = refine_clusters(model, ds, found, epochs=refine_epochs, gamma=gamma, lr=refine_lr, seed=seed,
-                                device=device, codes=z, augment=augment)
+                                device=device, codes=z, augment=augment, tol=refine_tol)
         if map_png is not None:  # the refined encoder's codes, for the picture only
             z = embed_rows(model, ds, device=device)
     labels = None if ds.y is None else np.asarray(ds.y)

@@ -134,12 +134,14 @@ def umap_map(z: np.ndarray, *, dim: int, n_neighbors: int, seed: int) -> np.ndar
 
 def refine(model: nn.Module, ds: Dataset, start: Clustering, *, epochs: int = 10, gamma: float = 0.1,
            lr: float = 1e-3, batch_size: int = 256, seed: int = 0, device: str = "cpu",
-           progress: bool | None = None, codes: np.ndarray | None = None, augment: str | None = None) -> Clustering:
+           progress: bool | None = None, codes: np.ndarray | None = None, augment: str | None = None,
+           tol: float = 0.001) -> Clustering:
     """DEC/IDEC self-training of ``model``'s encoder from the ``start`` clusters (their code means are the first
     centres). ``gamma`` weighs the model's own loss (IDEC); 0 is plain DEC. ``codes``: ``ds``'s codes under
     ``model`` when the caller has them already (else they are computed). ``augment`` (images): the encoder is
     trained on randomly changed images while the targets come from the images as they are (DEC-DA, Guo et al.
-    2018). Trains ``model`` in place."""
+    2018). ``tol``: stop before ``epochs`` once fewer than this share of rows change cluster in an epoch (DEC's
+    rule, 0.001 in Xie et al. 2016; no labels needed). Trains ``model`` in place."""
     from ..models.dec import DeepClustering
     from ..train import TrainConfig, fit
 
@@ -149,18 +151,26 @@ def refine(model: nn.Module, ds: Dataset, start: Clustering, *, epochs: int = 10
         raise UserError(f"model {model.registry_name!r} is conditional; --refine works on unconditional encoders")
     if gamma < 0:
         raise UserError(f"--gamma must be ≥ 0, got {gamma}")
+    if not 0 <= tol < 1:
+        raise UserError(f"--refine-tol must be a share of rows in [0, 1), got {tol}")
     z = embed(model, ds, device=device) if codes is None else codes
     k = int(start.labels.max()) + 1
     centres = np.stack([z[start.labels == c].mean(0) if np.any(start.labels == c) else z.mean(0) for c in range(k)])
     wrapper = DeepClustering(model, centres, gamma=gamma)
     indexed = Dataset(x=ds.x, y=np.arange(len(ds)), name=ds.name, scale=ds.scale)
-    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=str(device), progress=progress,
-                      augment=augment)
-    result = fit(wrapper, indexed, None, cfg)
+    history: list[dict] = []
+    optimizers = None
+    for epoch in range(epochs):  # an epoch per call, the optimiser going on, so the stopping rule can look in between
+        cfg = TrainConfig(epochs=1, batch_size=batch_size, lr=lr, seed=seed + epoch, device=str(device),
+                          progress=progress, augment=augment)
+        result = fit(wrapper, indexed, None, cfg, optimizers=optimizers, prepare=epoch == 0)
+        optimizers = result.optimizers
+        history.append({**result.history[-1], "epoch": epoch + 1})
+        if history[-1]["changed"] < tol:
+            break
     proba = wrapper.predict_proba(indexed).numpy()
     model.eval()
-    return Clustering(proba.argmax(1), proba.max(1), f"{start.method}+{'idec' if gamma > 0 else 'dec'}",
-                      result.history)
+    return Clustering(proba.argmax(1), proba.max(1), f"{start.method}+{'idec' if gamma > 0 else 'dec'}", history)
 
 
 CODE_FILES = (".npy", ".csv", ".parquet")
