@@ -87,9 +87,8 @@ def cluster(
     from .metrics.representation import clustering_scores
     from .tasks.represent import cluster_codes, embed as embed_rows, refine as refine_clusters
 
-    from .tasks.represent import check_request
-
     from .data.image_transforms import parse_image_augment
+    from .tasks.represent import check_request
 
     check_request(k, method)
     positive("--umap-dim", umap_dim)
@@ -105,6 +104,8 @@ def cluster(
     if map_png is not None:
         out_file(map_png, (".png",))
     model, _, ds = _model_and_data(run, data, split, device)
+    if parse_image_augment(augment) is not None and not ds.is_image:
+        raise UserError(f"--augment changes images; {ds.name} holds rows shaped {ds.sample_shape}; drop --augment")
     z = embed_rows(model, ds, device=device, progress=sys.stderr.isatty())
     found = cluster_codes(z, k, method=method, seed=seed, umap_dim=umap_dim)
     if refine:
