@@ -12,7 +12,8 @@ from ..checkpoint import read_config
 from ..errors import UserError
 from .autoencoders import VAE, AutoEncoder, BetaVAE, CVAE, DenoisingAutoEncoder
 from .base import ESTIMATOR_CLASSES, TRAIN_PARAMS, ModelEstimator, not_fitted
-from .detectors import AEDetector, DeepSVDD, Detector, EnsembleDetector
+from .detectors import AEDetector, DeepSVDD, Detector
+from .ensemble import EnsembleDetector
 from .recommenders import MultDAE, MultVAE
 from .topics import TopicModel
 
