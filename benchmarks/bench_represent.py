@@ -153,6 +153,11 @@ def run_cluster(seeds: list[int], *, subset: int | None = None, ae_epochs: int |
             c, t = timed(refine, est.model_, ds, start, seed=seed, device="cpu", progress=False, **idec)
             add(f"ours: {ae_name} codes, umap-gmm (as N2D) + {what}", seed, c.labels, t_start + t, cluster_seconds=t,
                 changed=[h.get("changed") for h in c.history], refine_epochs=len(c.history))
+            # the refined encoder's codes mapped and clustered again as at the start (no labels used)
+            z2, t_emb2 = timed(embed, est.model_, ds)
+            c2, t2 = timed(cluster_codes, z2, 10, method="umap-gmm", seed=seed, standardise=False)
+            add(f"ours: ... + {what}, then umap-gmm of the refined codes", seed, c2.labels, t_start + t + t_emb2 + t2,
+                cluster_seconds=t2)
     return rows
 
 
