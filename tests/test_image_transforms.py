@@ -147,3 +147,29 @@ def test_resume_with_augment_equals_uninterrupted(digits, tmp_path) -> None:
     fit(resumed, digits.train, None, cfg(3), run_dir=tmp_path, resume=True)  # the changes' random state, too
     a, b = straight.state_dict(), resumed.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_run_trained_with_augment_shows_the_changes(tmp_path) -> None:
+    from PIL import Image
+
+    from latentforge.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "ae", "--data", "digits", "--epochs", "1", "--augment", "shift:1,rotate:15",
+                 "--out", str(out)]) == 0
+    picture = Image.open(out / "augmentation.png")
+    assert picture.size[0] > 8 * 28 and picture.size[1] > 8 * 28  # 8 rows of 8 cells, each ≥ 28 px
+    assert "Training images changed" in (out / "report.html").read_text()
+    plain = tmp_path / "plain"
+    assert main(["train", "ae", "--data", "digits", "--epochs", "1", "--out", str(plain)]) == 0
+    assert not (plain / "augmentation.png").exists()
+
+
+def test_preview_puts_each_image_first_in_its_row() -> None:
+    from latentforge.data.image_transforms import preview
+
+    x = images(3)
+    out = preview(x, ImageAugment(rotate=20), changes=4, seed=0)
+    assert out.shape == (15, 1, 9, 11)
+    assert torch.equal(out[0], x[0]) and torch.equal(out[5], x[1]) and torch.equal(out[10], x[2])
+    assert not torch.allclose(out[1], x[0])

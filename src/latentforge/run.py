@@ -185,6 +185,20 @@ def _build(cls: type, settings: dict) -> nn.Module:
         raise UserError(f"cannot build {cls.registry_name}: {e}") from None
 
 
+def write_augmentation(run_dir: Path, spec: str | None, test: Dataset) -> None:
+    """augmentation.png for a run trained with ``--augment``: 8 test images, each with 7 changes like those made
+    to the training images, so the setting can be judged by eye (too strong a change makes one digit another)."""
+    from .data.image_transforms import parse_image_augment, preview
+
+    augment = parse_image_augment(spec)
+    if augment is None or not test.is_image or test.is_sparse or len(test) == 0:
+        return
+    from . import plots
+
+    images = preview(torch.from_numpy(test.head(min(8, len(test)))), augment)
+    plots.save_image(plots.image_grid(images.clamp(0, 1).numpy(), nrow=8), run_dir / "augmentation.png")
+
+
 def data_info(ds: Dataset) -> dict:
     """Facts of the training data that later calls are checked against."""
     return {"sample_shape": list(ds.sample_shape), "scale": ds.scale, "value_range": list(ds.value_range),
@@ -202,6 +216,7 @@ def finish_run(run_dir: Path, model: nn.Module, splits: Splits, result: TrainRes
     test = task.evaluate(model, splits.test, splits, k=run.eval_k, device=device, progress=sys.stderr.isatty())
     test.update(task.write_artifacts(run_dir, model, splits, result, run))
     config = read_config(run_dir)
+    write_augmentation(run_dir, config["train"].get("augment"), splits.test)
     metrics = {
         "model": config["model"], "task": task.name, "data": config["data"], "epochs": len(result.history),
         "train_seconds": round(result.train_seconds, 3), "samples_per_second": round(result.samples_per_second, 1),

@@ -80,6 +80,13 @@ def parse_image_augment(spec: str | None) -> ImageAugment | None:
     return ImageAugment(**values)
 
 
+def preview(images: torch.Tensor, augment: ImageAugment, *, changes: int = 7, seed: int = 0) -> torch.Tensor:
+    """Each of ``images`` followed by ``changes`` random changes of it, row by row: (n · (changes + 1), C, H, W)."""
+    g = torch.Generator().manual_seed(seed)
+    rows = [torch.cat([x[None], augment(x[None].expand(changes, *x.shape).contiguous(), g)]) for x in images]
+    return torch.cat(rows)
+
+
 class AugmentedBatches:
     """The batches of ``batches`` with each image batch changed by ``augment`` (labels untouched)."""
 

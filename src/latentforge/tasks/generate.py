@@ -65,6 +65,8 @@ GENERATIVE_FIGURES = (
     Figure("reconstructions.png", "Reconstructions", "Test inputs (odd rows) and their reconstructions (even rows)."),
     Figure("curves.png", "Training curves", "Loss per sample on the training and test sets after each epoch; for a "
            "model that keeps its best epoch by a validation value, that value (right axis) and the kept epoch."),
+    Figure("augmentation.png", "Training images changed (--augment)", "Each row: a test image (left) and seven "
+           "random changes of it like those the training images went through."),
     Figure("latent_map.png", "Latent space", "Codes (posterior means) of test samples, coloured by label where "
            "labels exist; beside it, the same points coloured by k-means clusters of the codes (as many as classes)."),
     Figure("denoising.png", "Denoising", "Test inputs with the training noise (top), the model's clean estimate "
