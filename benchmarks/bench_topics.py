@@ -31,9 +31,13 @@ from latentforge.metrics.representation import representation_scores
 from latentforge.metrics.topics import binary_docs, npmi, top_words, topic_diversity
 from machine import cpu_model  # noqa: E402  (benchmarks/machine.py)
 
-# Chosen on validation documents with --tune (docs/results.md).
-# prodlda's defaults, documents weighted by 1 / their length (--length-power 1: TUNE_GRID row 7 against row 4).
-OURS = {"model": "prodlda", "flags": {"--lr": "0.002", "--batch-size": "200", "--epochs": "200", "--length-power": "1"}}
+# Chosen on validation documents with --tune (docs/results.md): documents weighted by 1 / their length, a sparser
+# Dirichlet prior (α 0.1) without dropout (TUNE_GRID row 10), topic words ranked by FREX with exclusivity weight 0.6
+# (the lowest weight of the 0.1 grid whose validation diversity is ≥ 0.80 at K = 50).
+OURS = {"model": "prodlda", "flags": {"--lr": "0.002", "--batch-size": "200", "--epochs": "200", "--length-power": "1",
+                                      "--alpha": "0.1", "--dropout": "0", "--ranking": "frex", "--frex-weight": "0.6"}}
+# the same trained model's words under another ranking (presentation only), reported beside ours
+OTHER_RANKINGS = {"relevance λ 0.75 (prodlda's default ranking)": {"ranking": "relevance", "relevance": 0.75}}
 TARGETS = {20: (0.26, 0.80, 0.65, 0.51), 50: (0.21, 0.80, 0.71, 0.51)}  # NPMI, diversity, probe, NMI (issue 19)
 PUBLISHED = {  # the issue's table (same data, measured by the issue's author)
     20: {"sklearn LDA": (0.184, 0.686, 0.597, 0.430), "ProdLDA, dropout 0.6": (0.250, 0.700, 0.473, 0.436),
@@ -81,9 +85,23 @@ def ours(k: int, seed: int, flags: dict, out: Path) -> dict:
     t0 = time.perf_counter()
     if main(args) != 0:
         raise SystemExit("training failed")
+    seconds = time.perf_counter() - t0
     m = json.loads((out / "metrics.json").read_text())
-    return {**m["test"], "seconds": time.perf_counter() - t0, "train_seconds": m["train_seconds"],
-            "best_epoch": m.get("best_epoch")}
+    return {**m["test"], "seconds": seconds, "train_seconds": m["train_seconds"], "best_epoch": m.get("best_epoch")}
+
+
+def other_rankings(out: Path, test) -> dict[str, dict]:
+    """Test NPMI and diversity of the trained run's topics under each of OTHER_RANKINGS (same weights)."""
+    from latentforge.run import load_run
+
+    model, _ = load_run(out)
+    rows = {}
+    for name, attrs in OTHER_RANKINGS.items():
+        for a, v in attrs.items():
+            setattr(model, a, v)
+        top = top_words(model.topic_word().numpy(), 25)
+        rows[name] = {"npmi": npmi(top, binary_docs(test.x), n=10), "diversity": topic_diversity(top, n=25)}
+    return rows
 
 
 TUNE_GRID = [  # every setting with Adam 2e-3, batch 200, 200 epochs; unnamed settings at prodlda's defaults
@@ -95,7 +113,17 @@ TUNE_GRID = [  # every setting with Adam 2e-3, batch 200, 200 epochs; unnamed se
     {"kl_warmup": 2500},  # 5: KL weight 0 → 1 over ~50 epochs (51 updates an epoch)
     {"length_power": 0.5},  # 6: documents weighted by words^-0.5
     {"length_power": 1.0},  # 7: documents weighted by words^-1 (each document counts once, not once per word)
+    {"length_power": 1.0, "kl_warmup": 2500},  # 8
+    {"length_power": 1.0, "alpha": 0.1},  # 9: a sparser Dirichlet prior
+    {"length_power": 1.0, "alpha": 0.1, "dropout": 0.0},  # 10
+    {"alpha": 0.1, "dropout": 0.0},  # 11
+    {"length_power": 1.0, "alpha": 0.1, "dropout": 0.0, "kl_warmup": 2500},  # 12
+    {"length_power": 1.0, "alpha": 0.1, "dropout": 0.1, "kl_warmup": 2500},  # 13
+    {"length_power": 1.0, "alpha": 0.03, "dropout": 0.0, "kl_warmup": 2500},  # 14
 ]
+# word rankings scored on every row of TUNE_GRID (presentation only: the same trained model)
+RANKINGS = {**{f"relevance {lam}": {"ranking": "relevance", "relevance": lam} for lam in (0.6, 0.75, 0.9, 1.0)},
+            **{f"frex {w}": {"ranking": "frex", "frex_weight": w} for w in (0.3, 0.5, 0.6, 0.7)}}
 
 
 def tune(k: int, seed: int, rows: list[int] | None = None) -> None:
@@ -121,12 +149,27 @@ def tune(k: int, seed: int, rows: list[int] | None = None) -> None:
         row = {"k": k, "seed": seed, **g, "seconds": round(time.perf_counter() - t0)}
         row.update({k_: round(v, 4) for k_, v in representation_scores(document_codes(model, val),
                                                                        np.asarray(val.y)).items()})
-        for lam in (0.6, 0.75, 1.0):
-            model.relevance = lam
-            top = top_words(model.topic_word().numpy(), 25)
-            row[f"npmi@{lam}"] = round(npmi(top, binary_docs(val.x), n=10), 4)
-            row[f"diversity@{lam}"] = round(topic_diversity(top, n=25), 4)
+        row["val_loss"] = round(validation_loss(model, val), 2)
+        for cap in (1.0, 0.3):  # topic_max_docs: no ceiling, or words in at most 30 % of the training documents
+            for name, r in RANKINGS.items():
+                for attr, v in {**r, "topic_max_docs": cap}.items():
+                    setattr(model, attr, v)
+                top = top_words(model.topic_word().numpy(), 25)
+                key = name + ("" if cap == 1.0 else f", max docs {cap}")
+                row[f"npmi@{key}"] = round(npmi(top, binary_docs(val.x), n=10), 4)
+                row[f"diversity@{key}"] = round(topic_diversity(top, n=25), 4)
         print(json.dumps(row), flush=True)
+
+
+def validation_loss(model, val) -> float:
+    """The plain negative ELBO per document at the posterior means, as the trainer's val_loss (eval mode)."""
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        x = torch.as_tensor(val.x.toarray() if hasattr(val.x, "toarray") else np.asarray(val.x), dtype=torch.float32)
+        mu, logvar = model.encode(x)
+        return float((model.recon_nll(model.word_logits(mu), x) + model.kl(mu, logvar)).mean())
 
 
 def main() -> None:
@@ -156,6 +199,9 @@ def main() -> None:
                 rows.append((k, "scikit-learn LDA", sklearn_lda(splits, k, a.seed)))
                 rows.append((k, "TF-IDF + TruncatedSVD", tfidf_svd(splits, k, a.seed)))
             rows.append((k, f"ours: {OURS['model']}", ours(k, a.seed, OURS["flags"], Path(tmp) / f"run-{k}")))
+            print(json.dumps({"k": k, **rows[-1][2]}), flush=True)
+            for name, r in other_rankings(Path(tmp) / f"run-{k}", splits.test).items():
+                rows.append((k, f"ours, same model, words by {name}", {**r, "seconds": 0.0}))
     print("\n| K | method | NPMI (test) | diversity | probe acc | k-means NMI | wall s |")
     print("|---|---|---|---|---|---|---|")
     fmt = lambda r, key: f"{r[key]:.3f}" if key in r else "–"

@@ -60,6 +60,43 @@ def test_words_too_rare_in_the_training_documents_are_not_listed() -> None:
     assert torch.isinf(m.topic_word()[:, 0]).all() and torch.isfinite(m.topic_word()[:, 1:]).all()
 
 
+def test_frex_ranks_by_the_harmonic_mean_of_frequency_and_exclusivity_ranks() -> None:
+    torch.manual_seed(0)
+    m = build_model("prodlda", input_shape=[6], latent_dim=2, hidden=[4], ranking="frex", frex_weight=0.5).eval()
+    # two topics over 6 words, p(w|k) by hand: word 0 frequent in both, word 1 frequent in topic 0 only,
+    # word 2 rare but only in topic 0
+    p = torch.tensor([[0.40, 0.30, 0.10, 0.10, 0.05, 0.05],
+                      [0.40, 0.02, 0.01, 0.17, 0.20, 0.20]])
+    m.topic_logits = lambda: torch.cat([p.log(), p.mean(0, keepdim=True).log()])
+    scores = m.topic_word()
+    # topic 0: ranks by probability (ECDF, ties: lower column first) and by exclusivity p(w|0) / Σ_j p(w|j)
+    freq = torch.tensor([6, 5, 3, 4, 1, 2]) / 6  # 0.40 > 0.30 > 0.10 (col 3 after col 2) > 0.05 ...
+    excl = torch.tensor([0.5, 0.30 / 0.32, 0.10 / 0.11, 0.10 / 0.27, 0.05 / 0.25, 0.05 / 0.25])
+    excl_rank = torch.tensor([4, 6, 5, 3, 1, 2]) / 6
+    assert torch.argsort(excl, descending=True, stable=True).tolist() == [1, 2, 0, 3, 4, 5]
+    want = 1 / (0.5 / excl_rank + 0.5 / freq)
+    assert torch.allclose(scores[0], want.float(), atol=1e-6)
+    assert scores[0].argmax() == 1  # frequent and exclusive beats frequent in both topics (word 0)
+    m.frex_weight = 0.0  # by frequency alone: the order of p(w|k)
+    assert torch.argsort(m.topic_word()[0], descending=True).tolist()[:2] == [0, 1]
+
+
+def test_words_in_nearly_every_training_document_are_not_listed() -> None:
+    from latentforge.data import Dataset
+
+    torch.manual_seed(0)
+    for ranking in ("relevance", "frex"):
+        m = build_model("prodlda", input_shape=[5], latent_dim=2, hidden=[4], topic_max_docs=0.5, ranking=ranking)
+        x = np.zeros((100, 5), np.float32)
+        x[:, 0] = 3  # word 0 in every document (a header field)
+        x[:40, 1:] = 1  # the others in 40 %
+        m.prepare(Dataset(x=sp.csr_matrix(x)))
+        scores = m.topic_word()
+        assert torch.isinf(scores[:, 0]).all() and torch.isfinite(scores[:, 1:]).all()
+        if ranking == "frex":  # the ECDF runs over the listed words only: the best listed word scores 1 at most
+            assert scores[:, 1:].max() <= 1.0 and scores[:, 1:].min() > 0.0
+
+
 def test_counts_are_read_sparsely_and_the_elbo_does_not_depend_on_batch_mates() -> None:
     torch.manual_seed(0)
     m = build_model("prodlda", input_shape=[20], latent_dim=3, hidden=[8]).eval()
@@ -161,6 +198,9 @@ def test_topic_model_estimator_contract(tmp_path) -> None:
     assert main(["topics", str(tmp_path / "tm"), "--top", "3"]) == 0  # names no data: words without NPMI
     with pytest.raises(UserError, match="X has 7 features"):
         tm.transform(np.ones((2, 7)))
+    frex = TopicModel(n_components=3, hidden=(16,), epochs=1, batch_size=16, min_df=1, max_df=1.0, random_state=0,
+                      device="cpu", ranking="frex", frex_weight=0.6, topic_max_docs=0.9).fit(texts)
+    assert (frex.model_.ranking, frex.model_.frex_weight, frex.model_.topic_max_docs) == ("frex", 0.6, 0.9)
     with pytest.raises(UserError, match="kind must be one of"):
         TopicModel(kind="lda").fit(texts)
     m = sp.random(40, 12, density=0.4, random_state=0, format="csr")

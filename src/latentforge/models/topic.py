@@ -12,11 +12,12 @@ latent code represents the document.
 
 Beside the papers, each a setting or documented here: the decoder's word bias starts at the corpus's
 log word frequencies; ProdLDA's encoder reads log(1 + count) by default (``log_counts``, chosen on
-validation documents); topic words are ranked by relevance with a document-frequency floor
-(:meth:`NeuralTopicModel.topic_word`), since raw decoder weights list one post's rare tokens. Two
-training options, off by default: ``kl_warmup`` (the KL weight rises from 0 over that many updates) and
-``length_power`` (documents weighted by words^−p in the training loss; on 20 Newsgroups validation
-documents p = 1 raised coherence at K = 50 by about 0.2 NPMI at the cost of diversity, docs/results.md).
+validation documents); topic words are ranked by relevance (default) or FREX, with a document-frequency
+floor and optional ceiling (:meth:`NeuralTopicModel.topic_word`), since raw decoder weights list one post's
+rare tokens. Two training options, off by default: ``kl_warmup`` (the KL weight rises from 0 over that many
+updates) and ``length_power`` (documents weighted by words^−p in the training loss; on 20 Newsgroups
+validation documents p = 1 raised coherence at K = 50 by about 0.2 NPMI at the cost of diversity). The setting
+measured in docs/results.md adds ``alpha=0.1, dropout=0`` and ``ranking="frex", frex_weight=0.6`` to p = 1.
 
 Documents come in as word counts. The encoder's first layer reads only a document's distinct
 words (a few dozen of thousands), as a weighted sum of word rows (``embedding_bag``), so rows are
@@ -54,8 +55,18 @@ class TopicConfig(ModelConfig):
                                "do not dominate its input")
     topic_min_docs: float = setting(0.005, "a topic word must occur in at least this share of the training documents "
                                     "(rarer words are one post's signature or header)", min=0, below=1)
-    relevance: float = setting(0.6, "how topic words are ranked: λ·log p(w|topic) + (1 − λ)·log lift (Sievert & "
-                               "Shirley 2014); 1 = most probable words, 0 = most topic-specific", min=0, max=1)
+    topic_max_docs: float = setting(1.0, "a topic word must occur in at most this share of the training documents "
+                                    "(words in nearly every document, such as mail headers' subject, lines and "
+                                    "organization, say nothing of a topic); 1: no ceiling", min=0, max=1)
+    ranking: str = setting("relevance", "how topic words are ranked: relevance (see relevance) or frex (Roberts, "
+                           "Stewart & Airoldi 2016: a word's rank by probability within the topic and by exclusivity "
+                           "to the topic, combined by their harmonic mean, weighted by frex_weight)",
+                           choices=("relevance", "frex"))
+    relevance: float = setting(0.6, "with ranking relevance: words ranked by λ·log p(w|topic) + (1 − λ)·log lift "
+                               "(Sievert & Shirley 2014); 1 = most probable words, 0 = most topic-specific", min=0,
+                               max=1)
+    frex_weight: float = setting(0.5, "with ranking frex: the weight of exclusivity against frequency (STM's 0.5: "
+                                 "equal; 1: by exclusivity alone)", min=0, max=1)
     kl_warmup: int = setting(0, "updates over which the KL term's weight in the training loss rises linearly from 0 "
                              "to its full value (Bowman et al. 2016); 0: full weight from the start", min=0)
     length_power: float = setting(0.0, "each training document's loss is weighted by (words)^−p, normalised to mean 1 "
@@ -98,6 +109,7 @@ class NeuralTopicModel(Model):
         super().__init__()
         self.n_words, self.latent_dim, self.dropout = int(c.input_shape[-1]), c.latent_dim, c.dropout
         self.relevance, self.log_counts, self.topic_min_docs = c.relevance, c.log_counts, c.topic_min_docs
+        self.topic_max_docs, self.ranking, self.frex_weight = c.topic_max_docs, c.ranking, c.frex_weight
         self.kl_warmup, self.length_power = c.kl_warmup, c.length_power
         dims = [*c.hidden]
         self.word_weight = nn.Parameter(torch.empty(self.n_words, dims[0]))  # first layer, word-major
@@ -231,20 +243,46 @@ class NeuralTopicModel(Model):
 
     @torch.no_grad()
     def topic_word(self) -> torch.Tensor:
-        """(K, V) word scores per topic, by relevance (Sievert & Shirley 2014, "LDAvis", §3.1):
-        λ·log p(w|k) + (1 − λ)·log(p(w|k) / p(w|background)). λ = 1 ranks by probability, which puts the
-        corpus's frequent words (subject, lines, organization) at the top of every topic; λ = 0 by lift, which
-        puts rare words (a single post's signature) there, and raw decoder weights do much the same. Between
-        the two (λ = 0.6, the value of Sievert & Shirley's user study; ProdLDA's 0.75 was chosen on 20 Newsgroups
-        validation documents) topics read well and their words co-occur in held-out text. Words in fewer than ``topic_min_docs`` of the training documents are not
-        listed: at 20 Newsgroups' size those are one author's signature or a header field."""
+        """(K, V) word scores per topic (higher: listed first), by ``ranking``.
+
+        ``relevance`` (Sievert & Shirley 2014, "LDAvis", §3.1): λ·log p(w|k) + (1 − λ)·log(p(w|k) /
+        p(w|background)). λ = 1 ranks by probability, which puts the corpus's frequent words (subject, lines,
+        organization) at the top of every topic; λ = 0 by lift, which puts rare words (a single post's
+        signature) there, and raw decoder weights do much the same. Between the two (λ = 0.6, the value of
+        Sievert & Shirley's user study; ProdLDA's 0.75 was chosen on 20 Newsgroups validation documents)
+        topics read well and their words co-occur in held-out text.
+
+        ``frex`` (Roberts, Stewart & Airoldi 2016, "A model of text for experimentation in the social
+        sciences", §4.4; STM's ``calcfrex``): the weighted harmonic mean 1 / (w / E + (1 − w) / F) of a word's
+        rank by probability in the topic (F, its empirical CDF among the listable words) and its rank by
+        exclusivity to the topic (E, the same for p(w|k) / Σ_j p(w|j)), w = ``frex_weight``. A word frequent
+        in several topics ranks low in each, so near-duplicate topics list their distinct words.
+
+        Words in fewer than ``topic_min_docs`` of the training documents (at 20 Newsgroups' size one author's
+        signature or a header field) or in more than ``topic_max_docs`` of them (words of nearly every
+        document) are not listed (score −∞)."""
         logp = F.log_softmax(self.topic_logits().float(), dim=-1)
         topics, background = logp[:-1], logp[-1:]
-        scores = topics - (1 - self.relevance) * background
-        rare = self.word_docs < self.topic_min_docs
-        if self.word_docs.any() and not rare.all():  # (a model that has seen no data ranks every word)
-            scores = scores.masked_fill(rare, -torch.inf)
-        return scores
+        unlisted = (self.word_docs < self.topic_min_docs) | (self.word_docs > self.topic_max_docs)
+        if not self.word_docs.any() or unlisted.all():  # (a model that has seen no data ranks every word)
+            unlisted = torch.zeros_like(unlisted)
+        if self.ranking == "frex":
+            exclusivity = topics - torch.logsumexp(topics, dim=0, keepdim=True)  # log p(w|k) / Σ_j p(w|j)
+            freq, excl = self.listed_ecdf(topics, unlisted), self.listed_ecdf(exclusivity, unlisted)
+            w = self.frex_weight
+            scores = 1.0 / (w / excl + (1 - w) / freq)
+        else:
+            scores = topics - (1 - self.relevance) * background
+        return scores.masked_fill(unlisted, -torch.inf)
+
+    @staticmethod
+    def listed_ecdf(scores: torch.Tensor, unlisted: torch.Tensor) -> torch.Tensor:
+        """Each row's empirical CDF over its listed words: the lowest listed score gets 1/n, the highest 1
+        (ties: the lower column first); unlisted words get values ≤ 0, which the caller masks."""
+        s = scores.masked_fill(unlisted, -torch.inf).double()
+        ranks = torch.argsort(torch.argsort(s, dim=-1, stable=True), dim=-1, stable=True).to(scores.dtype)
+        n_unlisted = int(unlisted.sum())
+        return (ranks - n_unlisted + 1) / (scores.shape[-1] - n_unlisted)
 
 
 class CentredBatchNorm(nn.Module):
