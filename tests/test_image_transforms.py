@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from latentforge.data import load_data
-from latentforge.data.image_transforms import AugmentedBatches, ImageAugment, parse_image_augment
+from latentforge.data import Batcher
+from latentforge.data.image_transforms import ImageAugment, parse_image_augment
 from latentforge.errors import UserError
 from latentforge.models import build_model
 from latentforge.settings import SettingError
@@ -90,11 +91,38 @@ def test_same_generator_state_gives_the_same_changes() -> None:
     assert torch.equal(a, b) and not torch.allclose(a, x)
 
 
-def test_batches_keep_their_labels() -> None:
-    x, y = images(), torch.arange(6)
-    wrapped = AugmentedBatches([(x, y)], ImageAugment(shift=1), torch.Generator().manual_seed(0))
-    (xb, yb), = list(wrapped)
-    assert len(wrapped) == 1 and torch.equal(yb, y) and xb.shape == x.shape
+def test_processes_change_the_whole_batch_alike_and_keep_one_order() -> None:
+    x, y = images(11), torch.arange(11)
+    aug = ImageAugment(shift=1, rotate=10)
+
+    def epochs(shard):  # odd batches: the processes' shares differ in size
+        b = Batcher(x, y, batch_size=5, generator=torch.Generator().manual_seed(3), augment=aug, shard=shard)
+        return [list(b) for _ in range(3)]
+
+    whole, rank0, rank1 = epochs((0, 1)), epochs((0, 2)), epochs((1, 2))
+    for e in range(3):
+        for (xb, yb), (x0, y0), (x1, y1) in zip(whole[e], rank0[e], rank1[e]):
+            assert torch.equal(x0, xb[0::2]) and torch.equal(x1, xb[1::2])  # each keeps its rows of one change
+            assert torch.equal(y0, yb[0::2]) and torch.equal(y1, yb[1::2])
+        served = torch.cat([yb for _, yb in whole[e]])
+        assert sorted(served.tolist()) == list(range(11))  # every row once an epoch
+
+
+def test_non_square_images_turn_without_shearing() -> None:
+    h, w = 21, 41
+    ys, xs = torch.meshgrid(torch.arange(h) - h // 2, torch.arange(w) - w // 2, indexing="ij")
+    bar = ((ys.abs() <= 1) & (xs.abs() <= 8)).float()[None, None].expand(300, 1, h, w).clone()
+    out = ImageAugment(rotate=60)(bar, torch.Generator().manual_seed(4))[:, 0]
+    mass = out.sum((1, 2))
+    cxx, cyy, cxy = ((out * a * b).sum((1, 2)) / mass for a, b in ((xs, xs), (ys, ys), (xs, ys)))
+    longest = (cxx + cyy) / 2 + (((cxx - cyy) / 2) ** 2 + cxy**2).sqrt()  # the bar's length², whatever its angle
+    assert float(longest.max() / longest.min()) < 1.1
+
+
+def test_low_precision_batches_keep_their_dtype() -> None:
+    x = images().bfloat16()
+    assert ImageAugment(shift=1)(x, torch.Generator().manual_seed(0)).dtype == torch.bfloat16
+    assert parse_image_augment("shift:0,rotate:0") is None  # nothing to change
 
 
 def test_training_with_augment_is_reproducible_and_differs_from_without(digits) -> None:

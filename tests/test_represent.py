@@ -98,6 +98,8 @@ def test_idec_refinement_sharpens_clusters_and_trains_through_the_one_trainer(di
     assert len(settled.history) < 50 and settled.history[-1]["changed"] < 0.05
     assert all(h["changed"] >= 0.05 for h in settled.history[:-1])
     assert [h["epoch"] for h in settled.history] == list(range(1, len(settled.history) + 1))
+    with pytest.raises(UserError, match="--refine-epochs"):
+        refine(est.model_, ds, start, epochs=0)
 
 
 def test_a_denoising_autoencoder_improves_psnr(digits) -> None:

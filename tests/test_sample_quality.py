@@ -281,3 +281,17 @@ def test_conditional_models_are_scored_on_samples_of_the_test_images_classes(tin
     wrong = digits.subset(np.arange(50))
     wrong.y = np.full(50, 12)
     assert "outside the model's classes 0..9" in quality_skip_reason(cvae, wrong, features)
+    fractional = digits.subset(np.arange(50))
+    fractional.y = np.full(50, 1.5)
+    assert "whole-number class labels" in quality_skip_reason(cvae, fractional, features)
+    late = digits.subset(np.arange(50))
+    late.y = np.where(np.arange(50) < 40, 1, 12)  # beyond the rows the default check reads: still refused
+    with pytest.raises(UserError, match="outside the model's classes"):
+        sample_quality_of(cvae, late, n=50, features=features)
+
+
+def test_kid_error_bar_does_not_vanish_just_above_the_subset_size() -> None:
+    a, b = gaussian(101, seed=3), gaussian(101, seed=4)
+    _, small = kernel_inception_distance(a[:100], b[:100], subsets=50, subset_size=100)
+    _, just_above = kernel_inception_distance(a, b, subsets=50, subset_size=100)
+    assert just_above > small / 3  # both from half-size subsets, not a near-whole set drawn 50 times

@@ -258,3 +258,8 @@ def test_cli_end_to_end_on_a_tiny_text_folder(tmp_path, capsys) -> None:
     assert main(["evaluate", str(run), "--data", str(tmp_path / "docs"), "--json"]) == 0  # same corpus, same columns
     again = json.loads(capsys.readouterr().out)["test"]
     assert again["npmi"] == pytest.approx(test["npmi"]) and again["perplexity"] == pytest.approx(test["perplexity"], rel=1e-4)
+
+
+def test_a_word_ceiling_below_the_floor_is_refused() -> None:
+    with pytest.raises(UserError, match="topic_max_docs"):
+        build_model("prodlda", input_shape=[20], latent_dim=2, topic_min_docs=0.2, topic_max_docs=0.1)

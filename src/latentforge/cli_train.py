@@ -50,7 +50,9 @@ def train(
                                            "samples of grey levels (for likelihoods comparable with papers)."),
     augment: Optional[str] = typer.Option(None, "--augment", help="Images: change each training image at random, e.g. "
                                           "shift:2,rotate:10 (pixels, degrees; also scale:0.1 and flip): codes that "
-                                          "do not move with small shifts, for clustering and small data sets."),
+                                          "do not move with small shifts, for clustering and small data sets. The "
+                                          "model learns the changed images as data: a GAN's samples come out "
+                                          "changed like them."),
     eval_k: int = typer.Option(100, "--eval-k", help="Importance samples for the IWAE NLL in metrics.json (0: skip)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (auto picks CUDA when present)."),
     compile: str = typer.Option("auto", "--compile", help="torch.compile the loss: auto, on or off."),

@@ -191,8 +191,8 @@ def write_augmentation(run_dir: Path, spec: str | None, test: Dataset) -> None:
     from .data.image_transforms import parse_image_augment, preview
 
     augment = parse_image_augment(spec)
-    if augment is None or not test.is_image or test.is_sparse or len(test) == 0:
-        return
+    if augment is None or not test.is_image or test.is_sparse or not test.in_unit_interval or len(test) == 0:
+        return  # (the picture shows grey levels in [0, 1])
     from . import plots
 
     images = preview(torch.from_numpy(test.head(min(8, len(test)))), augment)

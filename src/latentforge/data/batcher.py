@@ -58,7 +58,9 @@ class Batcher:
     """Yields float32 batches ``x / scale`` (and labels) from compactly stored samples.
 
     ``binarize="dynamic"`` draws a fresh Bernoulli sample of every grey level each time a
-    batch is served (the standard for likelihoods on binarised MNIST).
+    batch is served (the standard for likelihoods on binarised MNIST). ``augment(x, generator)`` changes each
+    whole batch (e.g. :class:`~.image_transforms.ImageAugment`) before it is split between processes, so every
+    process draws the same random numbers and the batch order stays the same on all of them.
     """
 
     def __init__(
@@ -73,8 +75,10 @@ class Batcher:
         binarize: str | None = None,
         device: str | torch.device = "cpu",
         shard: tuple[int, int] = (0, 1),
+        augment=None,
     ) -> None:
         self.x, self.y = x, y
+        self.augment = augment
         self.batch_size = min(batch_size, len(x))
         self.inv_scale = 1.0 / scale
         self.shuffle = shuffle
@@ -109,6 +113,8 @@ class Batcher:
                 xb.mul_(self.inv_scale)
             if self.binarize == "dynamic":
                 xb = torch.bernoulli(xb, generator=self.generator if xb.device.type == "cpu" else None)
+            if self.augment is not None:
+                xb = self.augment(xb, self.generator)
             yb = None if self.y is None else self.y.index_select(0, idx).to(self.device)
             if self.world > 1:  # the whole batch is gathered (and binarised) on every rank, so their RNGs agree
                 if len(idx) < self.world:

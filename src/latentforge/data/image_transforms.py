@@ -11,7 +11,6 @@ with Data Augmentation").
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -44,16 +43,20 @@ class ImageAugment:
         zoom = 1 + u[:, 1] * self.scale
         mirror = torch.where(u[:, 2] < 0, -1.0, 1.0) if self.flip else torch.ones(n, device=x.device)
         cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+        # where each output pixel reads from, in [-1, 1] coordinates (x spans w pixels, y spans h: a turn in
+        # pixels scales the cross terms by h/w and w/h, so non-square images turn rather than shear)
         theta = torch.stack([
-            torch.stack([cos * mirror, -sin, u[:, 3] * self.shift * 2 / w], 1),
-            torch.stack([sin * mirror, cos, u[:, 4] * self.shift * 2 / h], 1),
-        ], 1)  # where each output pixel reads from, in [-1, 1] coordinates
-        grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
-        return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+            torch.stack([cos * mirror, -sin * h / w, u[:, 3] * self.shift * 2 / w], 1),
+            torch.stack([sin * mirror * w / h, cos, u[:, 4] * self.shift * 2 / h], 1),
+        ], 1)
+        grid = F.affine_grid(theta.float(), list(x.shape), align_corners=False)  # fp32 even for bf16 batches
+        out = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+        return out.to(x.dtype)
 
 
 def parse_image_augment(spec: str | None) -> ImageAugment | None:
-    """``"shift:2,rotate:10,scale:0.1,flip"`` → :class:`ImageAugment` (None or "none": no augmentation)."""
+    """``"shift:2,rotate:10,scale:0.1,flip"`` → :class:`ImageAugment` (None, "none" or only zeros: None, no
+    augmentation)."""
     if spec is None or spec.strip().lower() in ("", "none"):
         return None
     values: dict[str, float | bool] = {}
@@ -77,7 +80,8 @@ def parse_image_augment(spec: str | None) -> ImageAugment | None:
         if not (limits[0] <= v <= limits[1]) or not math.isfinite(v):
             raise SettingError("augment", f"{name} must be between {limits[0]} and {limits[1]} ({limits[2]}), got {v}")
         values[name] = v
-    return ImageAugment(**values)
+    augment = ImageAugment(**values)
+    return None if augment == ImageAugment() else augment  # all zero: nothing to change
 
 
 def preview(images: torch.Tensor, augment: ImageAugment, *, changes: int = 7, seed: int = 0) -> torch.Tensor:
@@ -85,20 +89,3 @@ def preview(images: torch.Tensor, augment: ImageAugment, *, changes: int = 7, se
     g = torch.Generator().manual_seed(seed)
     rows = [torch.cat([x[None], augment(x[None].expand(changes, *x.shape).contiguous(), g)]) for x in images]
     return torch.cat(rows)
-
-
-class AugmentedBatches:
-    """The batches of ``batches`` with each image batch changed by ``augment`` (labels untouched)."""
-
-    def __init__(self, batches, augment: ImageAugment, generator: torch.Generator | None) -> None:
-        self.batches, self.augment, self.generator = batches, augment, generator
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __getattr__(self, name: str):  # e.g. a stream batcher's ``waited``
-        return getattr(self.__dict__["batches"], name)
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-        for xb, yb in self.batches:
-            yield self.augment(xb, self.generator), yb

@@ -93,8 +93,9 @@ class StreamBatcher:
     def __init__(self, data: StreamDataset, y: torch.Tensor | None = None, *, batch_size: int,
                  generator: torch.Generator | None = None, binarize: str | None = None,
                  device: str | torch.device = "cpu", shard: tuple[int, int] = (0, 1),
-                 window_bytes: int = WINDOW_BYTES) -> None:
+                 window_bytes: int = WINDOW_BYTES, augment=None) -> None:
         self.data, self.y = data, y
+        self.augment = augment  # as Batcher's: the whole batch, before the rank split
         self.batch_size = min(batch_size, len(data))
         self.inv_scale = 1.0 / data.scale
         self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
@@ -157,6 +158,8 @@ class StreamBatcher:
                         xb.mul_(self.inv_scale)
                     if self.binarize == "dynamic":
                         xb = torch.bernoulli(xb, generator=self.generator if xb.device.type == "cpu" else None)
+                    if self.augment is not None:
+                        xb = self.augment(xb, self.generator)
                     yb = None if self.y is None else self.y[pos_t[start : start + bs].to(self.y.device)]
                     if self.world > 1:  # every rank read the whole batch (and binarised it): their RNGs agree
                         if len(xb) < self.world:

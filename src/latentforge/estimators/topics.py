@@ -32,7 +32,9 @@ KINDS = ("prodlda", "nvdm")
 
 class TopicModel(ModelEstimator):
     """ProdLDA (``kind="prodlda"``, the default) or NVDM over documents; see the module docstring.
-    ``transform`` gives topic proportions θ for ProdLDA, posterior means for NVDM."""
+    ``transform`` gives topic proportions θ for ProdLDA, posterior means for NVDM. ``components_`` orders each
+    topic's words as ``top_words`` does (``ranking``: relevance or frex); under frex its rows are nearly flat,
+    an order rather than word probabilities."""
 
     model_names = KINDS
     extra_params = ("kind", "n_components", "vocab_size", "min_df", "max_df", "text_column")
@@ -125,7 +127,9 @@ class TopicModel(ModelEstimator):
     def _set_fitted(self) -> None:
         self.vocabulary_ = vocabulary_of(self.model_)
         scores = self.model_.topic_word().cpu().double()
-        # each topic's words as a distribution in the order top_words ranks them (rows sum to 1)
+        # each topic's words as a distribution in the order top_words ranks them (rows sum to 1): the softmax of
+        # the ranking's scores. With ranking="frex" those are ranks in (0, 1], so the rows are nearly flat: read
+        # them for order, and the model's topic_logits for word probabilities.
         self.components_ = torch.softmax(scores, dim=1).numpy()
 
     # --- using it ------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..data import Dataset
+from ..errors import UserError
 from ..models.base import Encoder, Likelihood, Reconstructor, Sampler
 from ..precision import autocast, full_precision
 from ..train import NOTE_EVERY, evaluate_loss
@@ -100,6 +101,8 @@ def _samples(model: nn.Module, test: Dataset, n: int, seed: int) -> torch.Tensor
     """``n`` samples in chunks of 1,000: from the prior, or per class in the first ``n`` test labels' counts."""
     if not model.uses_labels:
         return torch.cat([model.sample(min(1000, n - i), seed=seed + i).float().cpu() for i in range(0, n, 1000)])
+    if reason := _label_mismatch(model, test, n):
+        raise UserError(f"sample quality: {reason}")
     counts = np.bincount(np.asarray(test.y[:n]).astype(np.int64), minlength=model.n_classes)
     return torch.cat([model.sample(min(1000, m - i), label=c, seed=seed + 100_003 * c + i).float().cpu()
                       for c, m in enumerate(counts.tolist()) for i in range(0, m, 1000)])
@@ -120,13 +123,15 @@ def quality_skip_reason(model: nn.Module, test: Dataset, features=None) -> str |
     return None
 
 
-def _label_mismatch(model: nn.Module, test: Dataset) -> str | None:
-    """Why a conditional model cannot draw samples with the test images' labels (None: it can)."""
+def _label_mismatch(model: nn.Module, test: Dataset, n: int | None = None) -> str | None:
+    """Why a conditional model cannot draw samples with the first ``n`` test images' labels (None: it can)."""
     if test.y is None:
         return "a conditional model's samples are compared with test images of the same classes: the test data has no labels"
     try:
-        y = np.asarray(test.y[:SAMPLE_QUALITY_N]).astype(np.int64)
+        y = np.asarray(test.y[: SAMPLE_QUALITY_N if n is None else n], dtype=np.float64)
     except (TypeError, ValueError):
+        y = np.array([np.nan])
+    if not np.all(np.isfinite(y) & (y == np.round(y))):
         return "a conditional model's samples need whole-number class labels on the test images"
     if len(y) and (y.min() < 0 or y.max() >= model.n_classes):
         return f"the test labels go outside the model's classes 0..{model.n_classes - 1}"

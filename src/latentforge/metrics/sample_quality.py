@@ -70,10 +70,10 @@ def kernel_inception_distance(feat_a: np.ndarray, feat_b: np.ndarray, *, subsets
 
     Returns (mean, std): std is the spread of the per-subset estimates, i.e. the standard error of
     one KID estimate from ``subset_size`` samples (what the paper and torch-fidelity report). It is
-    conservative for the mean, whose subsets overlap. A set no larger than ``subset_size`` would be drawn
-    whole every time, and the spread would shrink towards 0 (exactly 0 when both are): then subsets hold
-    half the smaller set, so std is the error bar of a half-size estimate, larger than the mean's.
-    ``subsets=1`` is one estimate on ``subset_size`` rows (the whole smaller set at most) and std 0.
+    conservative for the mean, whose subsets overlap. Subsets hold at most half the smaller set: larger ones
+    would overlap almost wholly, and the spread would shrink towards 0 (exactly 0 when both sets are drawn
+    whole); then std is the error bar of that smaller estimate, larger than the mean's. ``subsets=1`` is one
+    estimate on ``subset_size`` rows (the whole smaller set at most) and std 0.
     """
     a, b = _as_features(feat_a, "feat_a"), _as_features(feat_b, "feat_b")
     if a.shape[1] != b.shape[1]:
@@ -81,7 +81,7 @@ def kernel_inception_distance(feat_a: np.ndarray, feat_b: np.ndarray, *, subsets
     smaller = min(len(a), len(b))
     if smaller < 2 or (subsets > 1 and smaller < 4):
         raise UserError(f"KID needs at least {2 if subsets == 1 else 4} samples in each set")
-    m = subset_size if subset_size < smaller else smaller if subsets == 1 else smaller // 2
+    m = min(subset_size, smaller) if subsets == 1 else min(subset_size, smaller // 2)
     d = a.shape[1]
     rng = np.random.default_rng(seed)
     est = np.empty(subsets)

@@ -76,6 +76,9 @@ class TopicConfig(ModelConfig):
 
     def check(self) -> None:
         super().check()
+        if self.topic_max_docs < self.topic_min_docs:
+            raise SettingError("topic_max_docs", f"{self.topic_max_docs} is below topic_min_docs "
+                               f"({self.topic_min_docs}): no word could be listed; raise it (1: no ceiling)")
         if self.vocabulary is not None:
             v = self.vocabulary
             if (not isinstance(v, (list, tuple)) or len(v) != int(self.input_shape[-1])
@@ -278,7 +281,8 @@ class NeuralTopicModel(Model):
     @staticmethod
     def listed_ecdf(scores: torch.Tensor, unlisted: torch.Tensor) -> torch.Tensor:
         """Each row's empirical CDF over its listed words: the lowest listed score gets 1/n, the highest 1
-        (ties: the lower column first); unlisted words get values ≤ 0, which the caller masks."""
+        (ties: the lower column first); unlisted words get values ≤ 0, which the caller masks. ``unlisted`` is
+        one (V,) mask shared by every row (it counts the unlisted words once)."""
         s = scores.masked_fill(unlisted, -torch.inf).double()
         ranks = torch.argsort(torch.argsort(s, dim=-1, stable=True), dim=-1, stable=True).to(scores.dtype)
         n_unlisted = int(unlisted.sum())

@@ -153,6 +153,8 @@ def refine(model: nn.Module, ds: Dataset, start: Clustering, *, epochs: int = 10
         raise UserError(f"--gamma must be ≥ 0, got {gamma}")
     if not 0 <= tol < 1:
         raise UserError(f"--refine-tol must be a share of rows in [0, 1), got {tol}")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise UserError(f"--refine-epochs must be a whole number ≥ 1, got {epochs!r}")
     z = embed(model, ds, device=device) if codes is None else codes
     k = int(start.labels.max()) + 1
     centres = np.stack([z[start.labels == c].mean(0) if np.any(start.labels == c) else z.mean(0) for c in range(k)])
@@ -161,7 +163,7 @@ def refine(model: nn.Module, ds: Dataset, start: Clustering, *, epochs: int = 10
     history: list[dict] = []
     optimizers = None
     for epoch in range(epochs):  # an epoch per call, the optimiser going on, so the stopping rule can look in between
-        cfg = TrainConfig(epochs=1, batch_size=batch_size, lr=lr, seed=seed + epoch, device=str(device),
+        cfg = TrainConfig(epochs=1, batch_size=batch_size, lr=lr, seed=seed * 1_000_003 + epoch, device=str(device),
                           progress=progress, augment=augment)
         result = fit(wrapper, indexed, None, cfg, optimizers=optimizers, prepare=epoch == 0)
         optimizers = result.optimizers
