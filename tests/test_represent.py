@@ -148,6 +148,10 @@ def test_cluster_refines_with_augmented_images(runs, tmp_path, capsys) -> None:
                  "--refine-lr", "1e-4", "--augment", "shift:1,rotate:10", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["method"] == "kmeans+dec" and 0 < result["acc"] <= 1
+    assert main(["cluster", str(work), "--k", "10", "--refine", "--refine-epochs", "1", "--recluster", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["method"] == "kmeans+idec+kmeans"  # (γ 0.1 by default)
+    assert main(["cluster", str(work), "--k", "10", "--recluster"]) == 2
+    assert "add --refine" in capsys.readouterr().err
     assert main(["cluster", str(work), "--k", "10", "--augment", "shift:1"]) == 2
     assert "add --refine" in capsys.readouterr().err
     assert main(["cluster", str(work), "--k", "10", "--refine", "--augment", "shake:1"]) == 2
