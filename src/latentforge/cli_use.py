@@ -87,19 +87,15 @@ def cluster(
     import numpy as np
 
     from .metrics.representation import clustering_scores
-    from .tasks.represent import cluster_codes, embed as embed_rows, refine as refine_clusters
-
-    from .data.image_transforms import parse_image_augment
-    from .tasks.represent import check_request
+    from .data.image_transforms import check_images, parse_image_augment
+    from .tasks.represent import (Clustering, check_refine, check_request, cluster_codes, embed as embed_rows,
+                                  refine as refine_clusters)
 
     check_request(k, method)
     positive("--umap-dim", umap_dim)
-    positive("--refine-epochs", refine_epochs)
-    if not refine_lr > 0 or refine_lr == float("inf"):
-        raise UserError(f"--refine-lr must be a finite number above 0, got {refine_lr}")
-    if not 0 <= refine_tol < 1:
-        raise UserError(f"--refine-tol must be a share of rows in [0, 1), got {refine_tol}")
-    if parse_image_augment(augment) is not None and not refine:
+    check_refine(epochs=refine_epochs, gamma=gamma, lr=refine_lr, tol=refine_tol)
+    changes = parse_image_augment(augment)
+    if changes is not None and not refine:
         raise UserError("--augment changes the images the encoder is refined on; add --refine (or drop --augment)")
     if recluster and not refine:
         raise UserError("--recluster clusters the codes of the refined encoder; add --refine (or drop --recluster)")
@@ -108,8 +104,7 @@ def cluster(
     if map_png is not None:
         out_file(map_png, (".png",))
     model, _, ds = _model_and_data(run, data, split, device)
-    if parse_image_augment(augment) is not None and not ds.is_image:
-        raise UserError(f"--augment changes images; {ds.name} holds rows shaped {ds.sample_shape}; drop --augment")
+    check_images(changes, ds)
     z = embed_rows(model, ds, device=device, progress=sys.stderr.isatty())
     found = cluster_codes(z, k, method=method, seed=seed, umap_dim=umap_dim)
     if refine:
@@ -119,7 +114,7 @@ def cluster(
             z = embed_rows(model, ds, device=device)
         if recluster:
             again = cluster_codes(z, k, method=method, seed=seed, umap_dim=umap_dim)
-            found = type(found)(again.labels, again.confidence, f"{found.method}+{method}", found.history)
+            found = Clustering(again.labels, again.confidence, f"{found.method}+{method}", found.history)
     labels = None if ds.y is None else np.asarray(ds.y)
     result = {"n": len(ds), "k": k, "method": found.method,
               "sizes": np.bincount(found.labels, minlength=k).tolist()}

@@ -26,7 +26,7 @@ from torch import nn
 from . import distributed
 from .checkpoint import load_training_extra, load_training_state, save_training_state
 from .data import Batcher, Dataset, StreamBatcher
-from .data.image_transforms import parse_image_augment
+from .data.image_transforms import check_images, parse_image_augment
 from .data.stream_batcher import eval_batches
 from .errors import UserError
 from .io import atomic_path
@@ -354,9 +354,7 @@ def _batcher(train: Dataset, x_all, y_all, cfg: TrainConfig, batch_gen: torch.Ge
     here = distributed.world()
     binarize = "dynamic" if cfg.binarize == "dynamic" else None
     augment = parse_image_augment(cfg.augment)
-    if augment is not None and (not train.is_image or train.is_sparse):
-        raise UserError(f"--augment changes images; {train.name} holds rows shaped {train.sample_shape}, not "
-                        "(channels, height, width) images; drop --augment")
+    check_images(augment, train)
     if train.streamed:
         return StreamBatcher(train, y_all, batch_size=cfg.batch_size, generator=batch_gen, binarize=binarize,
                              device=device, shard=(here.rank, here.size), augment=augment)

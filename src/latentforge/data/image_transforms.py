@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..errors import UserError
 from ..settings import SettingError
 
 KINDS = ("shift", "rotate", "scale", "flip")
@@ -82,6 +83,13 @@ def parse_image_augment(spec: str | None) -> ImageAugment | None:
         values[name] = v
     augment = ImageAugment(**values)
     return None if augment == ImageAugment() else augment  # all zero: nothing to change
+
+
+def check_images(augment: ImageAugment | None, data) -> None:
+    """Refuse augmentation for data that is not (channels, height, width) images (a table, sparse rows)."""
+    if augment is not None and (not data.is_image or data.is_sparse):
+        raise UserError(f"--augment changes images; {data.name} holds rows shaped {data.sample_shape}, not "
+                        "(channels, height, width) images; drop --augment")
 
 
 def preview(images: torch.Tensor, augment: ImageAugment, *, changes: int = 7, seed: int = 0) -> torch.Tensor:

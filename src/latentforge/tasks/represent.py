@@ -132,6 +132,18 @@ def umap_map(z: np.ndarray, *, dim: int, n_neighbors: int, seed: int) -> np.ndar
         return reducer.fit_transform(z).astype(np.float64)
 
 
+def check_refine(*, epochs: int, gamma: float, lr: float, tol: float) -> None:
+    """Refinement settings that can be carried out (checked before any data is read or encoded)."""
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise UserError(f"--refine-epochs must be a whole number ≥ 1, got {epochs!r}")
+    if not gamma >= 0:
+        raise UserError(f"--gamma must be ≥ 0, got {gamma}")
+    if not 0 < lr < float("inf"):
+        raise UserError(f"--refine-lr must be a finite number above 0, got {lr}")
+    if not 0 <= tol < 1:
+        raise UserError(f"--refine-tol must be a share of rows in [0, 1), got {tol}")
+
+
 def refine(model: nn.Module, ds: Dataset, start: Clustering, *, epochs: int = 10, gamma: float = 0.1,
            lr: float = 1e-3, batch_size: int = 256, seed: int = 0, device: str = "cpu",
            progress: bool | None = None, codes: np.ndarray | None = None, augment: str | None = None,
@@ -149,12 +161,7 @@ def refine(model: nn.Module, ds: Dataset, start: Clustering, *, epochs: int = 10
         raise UserError(f"model {model.registry_name!r} has no encoder to refine")
     if model.uses_labels:
         raise UserError(f"model {model.registry_name!r} is conditional; --refine works on unconditional encoders")
-    if gamma < 0:
-        raise UserError(f"--gamma must be ≥ 0, got {gamma}")
-    if not 0 <= tol < 1:
-        raise UserError(f"--refine-tol must be a share of rows in [0, 1), got {tol}")
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise UserError(f"--refine-epochs must be a whole number ≥ 1, got {epochs!r}")
+    check_refine(epochs=epochs, gamma=gamma, lr=lr, tol=tol)
     z = embed(model, ds, device=device) if codes is None else codes
     k = int(start.labels.max()) + 1
     centres = np.stack([z[start.labels == c].mean(0) if np.any(start.labels == c) else z.mean(0) for c in range(k)])
