@@ -177,7 +177,7 @@ def test_resume_with_augment_equals_uninterrupted(digits, tmp_path) -> None:
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_a_run_trained_with_augment_shows_the_changes(tmp_path) -> None:
+def test_a_run_trained_with_augment_shows_the_changes(tmp_path, capsys) -> None:
     from PIL import Image
 
     from latentforge.cli import main
@@ -188,6 +188,10 @@ def test_a_run_trained_with_augment_shows_the_changes(tmp_path) -> None:
     picture = Image.open(out / "augmentation.png")
     assert picture.size[0] > 8 * 28 and picture.size[1] > 8 * 28  # 8 rows of 8 cells, each ≥ 28 px
     assert "Training images changed" in (out / "report.html").read_text()
+    # --resume compares the changes, not how they were written
+    assert main(["train", "--resume", "--out", str(out), "--epochs", "2", "--augment", "rotate:15, shift:1"]) == 0
+    assert main(["train", "--resume", "--out", str(out), "--epochs", "3", "--augment", "shift:2,rotate:15"]) == 2
+    assert "--augment shift:2,rotate:15 (the run has shift:1,rotate:15)" in capsys.readouterr().err
     plain = tmp_path / "plain"
     assert main(["train", "ae", "--data", "digits", "--epochs", "1", "--out", str(plain)]) == 0
     assert not (plain / "augmentation.png").exists()

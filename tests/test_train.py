@@ -182,3 +182,13 @@ def test_compiled_training_gives_the_eager_losses(digits) -> None:
         runs.append(res.history[0]["train_loss"])
         assert "compiled_loss" not in model.__dict__
     assert runs[0] == pytest.approx(runs[1], rel=1e-4)
+
+
+def test_a_model_that_meets_its_stopping_rule_ends_training(digits, capsys) -> None:
+    model = small_vae()
+    model.finished = lambda: len(seen) >= 2  # the model's own rule, asked after each epoch
+    seen: list[int] = []
+    model.on_epoch_end = lambda epoch, train, run_dir: seen.append(epoch) or {}
+    result = fit(model, digits.train, None, TrainConfig(epochs=10, device="cpu", compile="off", progress=True))
+    assert [row["epoch"] for row in result.history] == [1, 2] and seen == [1, 2]
+    assert "stopped after epoch 2: the model met its stopping rule" in capsys.readouterr().err

@@ -16,6 +16,7 @@ from torch import nn
 from . import __version__, distributed
 from .checkpoint import CONFIG, TRAIN_STATE, load_model, read_config, save_model
 from .data import Dataset, Splits
+from .data.image_transforms import parse_image_augment, preview
 from .errors import UserError
 from .io import read_json_object, write_json
 from .models import model_class
@@ -74,7 +75,7 @@ def _resume_settings(out: Path, model_name: str | None, data: str | None, given:
             clash.append(f"--{k.replace('_', '-')} {v}")
     train = saved.get("train") if isinstance(saved.get("train"), dict) else {}
     for k in sorted(train_flags - {"epochs", "device", "progress"}):
-        if k in train and _plain(train[k]) != _plain(getattr(cfg, k)):
+        if k in train and _comparable(k, train[k]) != _comparable(k, getattr(cfg, k)):
             clash.append(f"--{k.replace('_', '-')} {getattr(cfg, k)} (the run has {train[k]})")
     if clash:
         raise UserError(f"--resume continues {out} with its own settings; these contradict it: {'; '.join(clash)}. "
@@ -89,6 +90,17 @@ def _resume_settings(out: Path, model_name: str | None, data: str | None, given:
 
 def _plain(v):
     return list(v) if isinstance(v, tuple) else v
+
+
+def _comparable(key: str, v):
+    """A training setting as --resume compares it: --augment by the changes it makes (``rotate:10,shift:2`` is
+    ``shift:2,rotate:10``); a saved spec that no longer parses compares as written."""
+    if key == "augment":
+        try:
+            return parse_image_augment(v)
+        except SettingError:
+            return v
+    return _plain(v)
 
 
 def train_run(
@@ -188,8 +200,6 @@ def _build(cls: type, settings: dict) -> nn.Module:
 def write_augmentation(run_dir: Path, spec: str | None, test: Dataset) -> None:
     """augmentation.png for a run trained with ``--augment``: 8 test images, each with 7 changes like those made
     to the training images, so the setting can be judged by eye (too strong a change makes one digit another)."""
-    from .data.image_transforms import parse_image_augment, preview
-
     augment = parse_image_augment(spec)
     if augment is None or not test.is_image or test.is_sparse or not test.in_unit_interval or len(test) == 0:
         return  # (the picture shows grey levels in [0, 1])

@@ -305,6 +305,10 @@ def fit(
             if bar_on or (cfg.progress is None and files is not None):
                 shown = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k in ("train_loss", "test_loss", best.key))
                 print(f"epoch {epoch + 1}/{cfg.epochs}: {shown} ({seconds:.1f}s)", file=sys.stderr)
+            if model.finished():
+                if bar_on:
+                    print(f"stopped after epoch {epoch + 1}: the model met its stopping rule", file=sys.stderr)
+                break
             if cfg.patience is not None and best.epoch is not None and epoch + 1 - best.epoch >= cfg.patience:
                 if bar_on:
                     print(f"early stop: {best.key} has not improved since epoch {best.epoch}", file=sys.stderr)

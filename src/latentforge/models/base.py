@@ -94,6 +94,11 @@ class Model(nn.Module):
         ``run_dir`` (None outside a run); returns values for the history. Default: nothing."""
         return {}
 
+    def finished(self) -> bool:
+        """True once the model has met its own stopping rule; the trainer asks after each epoch's
+        ``on_epoch_end`` and stops there. Default: never (the trainer's epochs and patience decide)."""
+        return False
+
     @classmethod
     def upgrade_saved(cls, config: dict, state: dict[str, torch.Tensor]) -> tuple[dict, dict[str, torch.Tensor]]:
         """Read what an older version of this model saved (config, weights). Default: as it is."""

@@ -17,7 +17,6 @@ of the real batch they are compared with, so class frequencies follow the traini
 from __future__ import annotations
 
 import math
-from copy import deepcopy
 from dataclasses import dataclass
 
 import torch
@@ -27,7 +26,7 @@ from torch import nn
 from ..nn import conv_decoder, conv_encoder, mlp
 from ..settings import default, setting
 from .base import Batch
-from .gan import DCGAN, GANConfig, _mlp_generator, _spectral_norm_linears, dcgan_slopes
+from .gan import DCGAN, GANConfig, _mlp_generator, _spectral_norm_linears
 from .registry import register
 
 
@@ -72,9 +71,14 @@ class ConditionalDCGAN(DCGAN):
     uses_labels = True
 
     def __init__(self, c: CGANConfig) -> None:
-        super().__init__(c)  # builds the unconditional networks; replaced below by their conditional forms
+        super().__init__(c)  # builds the networks by ``networks`` below
         self.n_classes = k = c.n_classes
-        shape, channels, hidden = c.input_shape, list(c.channels), list(c.hidden)
+        self.register_buffer("fixed_labels", torch.arange(len(self.fixed_noise)) * k // len(self.fixed_noise))
+        self._y: torch.Tensor | None = None
+
+    def networks(self, c: CGANConfig) -> tuple[nn.Module, nn.Module]:
+        """G(z, y) on ``z ⊕ onehot(y)`` and the projection discriminator D(x, y) over features φ(x)."""
+        k, shape, channels, hidden = c.n_classes, c.input_shape, list(c.channels), list(c.hidden)
         n_features = hidden[0]  # φ(x)'s size, as the unconditional discriminator's last hidden layer
         if c.arch == "conv":
             g_net = conv_decoder(c.latent_dim + k, shape, channels=channels, batchnorm=True)
@@ -85,12 +89,8 @@ class ConditionalDCGAN(DCGAN):
             phi = nn.Sequential(nn.Flatten(), *mlp([math.prod(shape), *reversed(hidden)], activation="leaky_relu"))
             if c.spectral_norm:
                 _spectral_norm_linears(phi)
-        dcgan_slopes(phi)
-        self.generator = ConditionalGenerator(g_net, k)
-        self.discriminator = ProjectionDiscriminator(phi, n_features, k, spectral_norm=c.spectral_norm)
-        self.g_ema = deepcopy(self.generator).requires_grad_(False).eval()
-        self.register_buffer("fixed_labels", torch.arange(len(self.fixed_noise)) * k // len(self.fixed_noise))
-        self._y: torch.Tensor | None = None
+        return (ConditionalGenerator(g_net, k),
+                ProjectionDiscriminator(phi, n_features, k, spectral_norm=c.spectral_norm))
 
     def _labels(self, n: int) -> torch.Tensor:
         # the labels of the batch being trained on or evaluated (set by training_step / loss): the base class's

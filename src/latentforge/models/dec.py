@@ -4,7 +4,8 @@ loss beside the clustering one so the codes keep what the data looks like.
 
 Each code z is softly assigned to cluster centres μ by a Student-t kernel, q ∝ (1 + ‖z − μ‖²/α)^(−(α+1)/2);
 the target p = q² / (cluster frequency), renormalised, sharpens confident assignments; the encoder and the
-centres descend KL(p ‖ q). The target is recomputed from every row after each epoch. Not a registered model:
+centres descend KL(p ‖ q). The target is recomputed from every row after each epoch, and training stops once
+fewer than ``tol`` of the rows changed cluster in an epoch (DEC's rule). Not a registered model:
 it wraps a trained one (``latentforge cluster RUN --refine``) and is trained by the one trainer, which hands it
 the rows' indices as ``batch.y`` (to look up their targets).
 """
@@ -27,11 +28,12 @@ class DeepClustering(Model):
     uses_labels = True  # batch.y: row indices into the target distribution
 
     def __init__(self, base: Model, centres: np.ndarray, *, alpha: float = 1.0, gamma: float = 0.1,
-                 batch_size: int = 1024) -> None:
+                 batch_size: int = 1024, tol: float = 0.0) -> None:
         super().__init__()
         self.base = base
         self.centres = nn.Parameter(torch.as_tensor(np.asarray(centres, np.float32)))
-        self.alpha, self.gamma, self.batch_size = float(alpha), float(gamma), int(batch_size)
+        self.alpha, self.gamma, self.batch_size, self.tol = float(alpha), float(gamma), int(batch_size), float(tol)
+        self.changed = 1.0  # share of rows whose cluster changed at the last target update
         self.register_buffer("target", torch.empty(0, len(centres)), persistent=False)
         self.assignments: np.ndarray | None = None
         self.config = {"alpha": self.alpha, "gamma": self.gamma, "k": len(centres)}
@@ -73,12 +75,15 @@ class DeepClustering(Model):
         weight = q.pow(2) / q.sum(0)
         self.target = (weight / weight.sum(1, keepdim=True)).to(self.centres.device)
         labels = q.argmax(1).numpy()
-        changed = 1.0 if self.assignments is None else float(np.mean(labels != self.assignments))
+        self.changed = 1.0 if self.assignments is None else float(np.mean(labels != self.assignments))
         self.assignments = labels
-        return changed
+        return self.changed
 
     def prepare(self, data) -> None:
         self._update_target(data)  # the wrapped model's own statistics stay as trained
 
     def on_epoch_end(self, epoch: int, train, run_dir: Path | None) -> dict[str, float]:
         return {"changed": self._update_target(train)}
+
+    def finished(self) -> bool:
+        return self.changed < self.tol

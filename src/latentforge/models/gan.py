@@ -110,25 +110,13 @@ class GAN(Model):
 
     def __init__(self, c: GANConfig) -> None:
         super().__init__()
-        c.arch = self.arch = arch = default_arch(c.input_shape) if c.arch == "auto" else c.arch
-        input_shape, latent_dim, hidden, channels = c.input_shape, c.latent_dim, list(c.hidden), list(c.channels)
-        spectral_norm = c.spectral_norm
-        self.input_shape, self.latent_dim, self.d_steps, self.ema, self.lr_d = (tuple(input_shape), latent_dim,
+        c.arch = self.arch = default_arch(c.input_shape) if c.arch == "auto" else c.arch
+        self.input_shape, self.latent_dim, self.d_steps, self.ema, self.lr_d = (tuple(c.input_shape), c.latent_dim,
                                                                                 c.d_steps, c.ema, c.lr_d)
-        d = math.prod(input_shape)
-        if arch == "conv":
-            self.generator = conv_decoder(latent_dim, input_shape, channels=channels, batchnorm=True)
-            self.discriminator = conv_encoder(input_shape, 1, channels=channels, activation="leaky_relu",
-                                              spectral_norm=spectral_norm)
-        else:
-            self.generator = _mlp_generator([latent_dim, *hidden, d])
-            self.discriminator = nn.Sequential(nn.Flatten(), *mlp([d, *reversed(hidden), 1], activation="leaky_relu",
-                                                                  last_activation=False))
-            if spectral_norm:
-                _spectral_norm_linears(self.discriminator)
+        self.generator, self.discriminator = self.networks(c)
         dcgan_slopes(self.discriminator)
         self.g_ema = deepcopy(self.generator).requires_grad_(False).eval()
-        self.register_buffer("fixed_noise", torch.randn(64, latent_dim))  # the per-epoch progress grid
+        self.register_buffer("fixed_noise", torch.randn(64, c.latent_dim))  # the per-epoch progress grid
         # cached generator statistics (g_loss, g_grad_norm, diversity, collapse), logged between generator steps,
         # the running diversity level, and the count of collapsed generator steps since the last epoch's check
         self.register_buffer("g_stats", torch.zeros(4))
@@ -138,6 +126,20 @@ class GAN(Model):
         self.g_steps = 0
 
     # --- networks -----------------------------------------------------------------------------------------
+    def networks(self, c: GANConfig) -> tuple[nn.Module, nn.Module]:
+        """The generator and the discriminator (its leaky ReLUs are set to DCGAN's slope afterwards)."""
+        input_shape, latent_dim, hidden, channels = c.input_shape, c.latent_dim, list(c.hidden), list(c.channels)
+        if c.arch == "conv":
+            return (conv_decoder(latent_dim, input_shape, channels=channels, batchnorm=True),
+                    conv_encoder(input_shape, 1, channels=channels, activation="leaky_relu",
+                                 spectral_norm=c.spectral_norm))
+        d = math.prod(input_shape)
+        discriminator = nn.Sequential(nn.Flatten(), *mlp([d, *reversed(hidden), 1], activation="leaky_relu",
+                                                         last_activation=False))
+        if c.spectral_norm:
+            _spectral_norm_linears(discriminator)
+        return _mlp_generator([latent_dim, *hidden, d]), discriminator
+
     def get_extra_state(self) -> torch.Tensor:
         return torch.tensor([self.steps, self.g_steps])
 

@@ -165,18 +165,11 @@ def refine(model: nn.Module, ds: Dataset, start: Clustering, *, epochs: int = 10
     z = embed(model, ds, device=device) if codes is None else codes
     k = int(start.labels.max()) + 1
     centres = np.stack([z[start.labels == c].mean(0) if np.any(start.labels == c) else z.mean(0) for c in range(k)])
-    wrapper = DeepClustering(model, centres, gamma=gamma)
+    wrapper = DeepClustering(model, centres, gamma=gamma, tol=tol)
     indexed = Dataset(x=ds.x, y=np.arange(len(ds)), name=ds.name, scale=ds.scale)
-    history: list[dict] = []
-    optimizers = None
-    for epoch in range(epochs):  # an epoch per call, the optimiser going on, so the stopping rule can look in between
-        cfg = TrainConfig(epochs=1, batch_size=batch_size, lr=lr, seed=seed * 1_000_003 + epoch, device=str(device),
-                          progress=progress, augment=augment)
-        result = fit(wrapper, indexed, None, cfg, optimizers=optimizers, prepare=epoch == 0)
-        optimizers = result.optimizers
-        history.append({**result.history[-1], "epoch": epoch + 1})
-        if history[-1]["changed"] < tol:
-            break
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=str(device), progress=progress,
+                      augment=augment)
+    history = fit(wrapper, indexed, None, cfg).history
     proba = wrapper.predict_proba(indexed).numpy()
     model.eval()
     return Clustering(proba.argmax(1), proba.max(1), f"{start.method}+{'idec' if gamma > 0 else 'dec'}", history)
