@@ -98,8 +98,9 @@ class VAE(Body):
         return {"loss": self.trimmed_mean(rec + self.beta * kl), "recon": rec.mean(), "kl": kl.mean()}
 
     def training_step(self, batch: Batch, optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, torch.Tensor]:
-        """The hand-fused step (:mod:`.vae_step`: the same arithmetic as ``loss().backward()``) for the MLP
-        Bernoulli VAE with one Adam; the generic step otherwise."""
+        """The hand-fused step (:mod:`.vae_step`: the same arithmetic as ``loss().backward()``, with bf16
+        matmuls where the model computes in bf16) for the MLP Bernoulli VAE with one Adam; the generic step
+        otherwise."""
         opt = next(iter(optimizers.values()))
         if self._fused_for is not opt:  # a new fit: decide (and flatten the parameters) once
             self._fused = FusedVAEStep(self, opt) if self._fused_step_applies(optimizers) else None

@@ -7,6 +7,11 @@ does the *same arithmetic* as ``VAE.loss(x).backward()`` — the same ELBO and i
 gradient, written out layer by layer — into buffers allocated once, so that one step costs the
 matmuls plus a handful of fused elementwise passes. ``tests/test_vae.py`` (``test_fused_step_matches_autograd``)
 checks that its loss and gradients equal autograd's.
+
+Under ``--precision bf16`` the step computes as autocast would: the matmuls take bf16 copies of the weights
+(refreshed from the fp32 master weights once per step) and bf16 activations, their gradients come out in bf16
+and are widened into the fp32 gradient buffer; the reparameterisation, the loss, the KL term and Adam stay
+fp32. It checks against the generic autocast step (``test_fused_bf16_step_matches_autocast``).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ def supports_fused_step(model: nn.Module) -> bool:
         and torch.distributed.get_world_size() > 1  # gradients are averaged in the optimiser's step: keep it
     return (
         not several
-        and model.precision == "fp32"
+        and model.precision in ("fp32", "bf16")
         and model.registry_name == "vae"
         and model.n_classes == 0
         and model.likelihood == "bernoulli"
@@ -41,8 +46,31 @@ class FusedVAEStep:
         self.model, self.optimizer = model, optimizer
         self.enc = [m for m in model.encoder if isinstance(m, nn.Linear)] + [model.to_stats]
         self.dec = [m for m in model.decoder if isinstance(m, nn.Linear)]
+        self.dtype = torch.bfloat16 if model.precision == "bf16" else torch.float32
         self._flatten_parameters()
         self._bufs: dict[int, dict[str, list[torch.Tensor]]] = {}
+        self._compute_views()
+
+    def _compute_views(self) -> None:
+        """Per layer: the weight, bias and their gradient buffers the matmuls use. In fp32 the parameters
+        themselves; in bf16 views of a bf16 copy of the flat parameters and of a bf16 gradient buffer."""
+        if self.dtype == torch.float32:
+            self.flat_c, self.flat_grad_c = self.flat, self.flat_grad
+        else:
+            self.flat_c = torch.empty_like(self.flat, dtype=self.dtype)
+            self.flat_grad_c = torch.zeros_like(self.flat, dtype=self.dtype)
+        offsets, i = {}, 0
+        for p in self.model.parameters():
+            offsets[p] = i
+            i += p.numel()
+
+        def view(flat: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+            return flat[offsets[p] : offsets[p] + p.numel()].view_as(p)
+
+        self.w = [view(self.flat_c, m.weight) for m in self.enc + self.dec]
+        self.b = [view(self.flat_c, m.bias) for m in self.enc + self.dec]
+        self.gw = [view(self.flat_grad_c, m.weight) for m in self.enc + self.dec]
+        self.gb = [view(self.flat_grad_c, m.bias) for m in self.enc + self.dec]
 
     def _flatten_parameters(self) -> None:
         """Make parameters, gradients and Adam's moments views of four flat buffers, so that one
@@ -88,69 +116,74 @@ class FusedVAEStep:
 
     def _buffers(self, b: int, like: torch.Tensor) -> dict[str, list[torch.Tensor]]:
         if b not in self._bufs:
-            new = lambda n: torch.empty(b, n, dtype=like.dtype, device=like.device)  # noqa: E731
+            new = lambda n, dtype=self.dtype: torch.empty(b, n, dtype=dtype, device=like.device)  # noqa: E731
             layers = self.enc + self.dec
             self._bufs[b] = {
                 "act": [new(m.out_features) for m in layers],  # each layer's output
                 "grad": [new(m.in_features) for m in layers],  # gradient w.r.t. each layer's input
-                "eps": [new(self.model.latent_dim)],
-                "z": [new(self.model.latent_dim)],
-                "dstats": [new(2 * self.model.latent_dim)],
+                "eps": [new(self.model.latent_dim, torch.float32)],
+                "z": [new(self.model.latent_dim, torch.float32)],
+                "dstats": [new(2 * self.model.latent_dim, torch.float32)],
             }
         return self._bufs[b]
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        x = x.flatten(1)
+        x = x.flatten(1).float()
         b, d_lat = x.shape[0], self.model.latent_dim
-        beta = self.model.beta
+        beta, low = self.model.beta, self.dtype != torch.float32
         buf = self._buffers(b, x)
-        act, grad = buf["act"], buf["grad"]
-        ne = len(self.enc)
+        act, grad, w, bias, gw, gb = buf["act"], buf["grad"], self.w, self.b, self.gw, self.gb
+        ne, nl = len(self.enc), len(self.enc) + len(self.dec)
         with torch.no_grad():
-            h = x
-            for i, lin in enumerate(self.enc):
-                torch.addmm(lin.bias, h, lin.weight.t(), out=act[i])
+            if low:
+                self.flat_c.copy_(self.flat)  # this step's bf16 weights from the fp32 master weights
+            xc = x.to(self.dtype)
+            h = xc
+            for i in range(ne):
+                torch.addmm(bias[i], h, w[i].t(), out=act[i])
                 if i < ne - 1:
                     act[i].relu_()
                 h = act[i]
-            mu, logvar = h[:, :d_lat], h[:, d_lat:]
+            stats = h.float()
+            mu, logvar = stats[:, :d_lat], stats[:, d_lat:]
             std = torch.exp(0.5 * logvar)
             eps = buf["eps"][0].normal_()
             z = torch.addcmul(mu, eps, std, out=buf["z"][0])
-            h = z
-            for j, lin in enumerate(self.dec):
-                torch.addmm(lin.bias, h, lin.weight.t(), out=act[ne + j])
-                if j < len(self.dec) - 1:
-                    act[ne + j].relu_()
-                h = act[ne + j]
-            logits = h
+            zc = z.to(self.dtype)
+            h = zc
+            for k in range(ne, nl):
+                torch.addmm(bias[k], h, w[k].t(), out=act[k])
+                if k < nl - 1:
+                    act[k].relu_()
+                h = act[k]
+            logits = h.float()
             # loss values (what the history logs); BCE-with-logits = softplus(l) − x·l
             recon = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / b
             var = std.square()
             kl = 0.5 * (mu.square().sum() + var.sum() - logvar.sum()) / b - 0.5 * d_lat
             # backward: ∂/∂logits of the batch mean is (σ(l) − x)/b
-            g = torch.sigmoid(logits).sub_(x).div_(b)
-            layers = self.enc + self.dec
-            for k in range(len(layers) - 1, ne - 1, -1):  # decoder, last layer first
-                lin = layers[k]
-                inp = z if k == ne else act[k - 1]
-                torch.mm(g.t(), inp, out=lin.weight.grad)
-                torch.sum(g, 0, out=lin.bias.grad)
-                g_in = torch.mm(g, lin.weight, out=grad[k])
+            g = torch.sigmoid(logits).sub_(x).div_(b).to(self.dtype)
+            for k in range(nl - 1, ne - 1, -1):  # decoder, last layer first
+                inp = zc if k == ne else act[k - 1]
+                torch.mm(g.t(), inp, out=gw[k])
+                torch.sum(g, 0, out=gb[k])
+                g_in = torch.mm(g, w[k], out=grad[k])
                 if k > ne:
                     g_in.mul_(inp > 0)
                 g = g_in
-            dz = g  # ∂loss/∂z; z = μ + ε·σ, σ = exp(½ log σ²); KL adds β·μ/b and β·½(σ² − 1)/b
+            dz = g.float()  # ∂loss/∂z; z = μ + ε·σ, σ = exp(½ log σ²); KL adds β·μ/b and β·½(σ² − 1)/b
             g = buf["dstats"][0]
             torch.add(dz, mu, alpha=beta / b, out=g[:, :d_lat])
             torch.mul(dz, eps, out=g[:, d_lat:]).mul_(std).mul_(0.5).add_(var.sub_(1.0).mul_(0.5 * beta / b))
+            g = g.to(self.dtype)
             for k in range(ne - 1, -1, -1):
-                lin = layers[k]
-                inp = x if k == 0 else act[k - 1]
-                torch.mm(g.t(), inp, out=lin.weight.grad)
-                torch.sum(g, 0, out=lin.bias.grad)
+                inp = xc if k == 0 else act[k - 1]
+                torch.mm(g.t(), inp, out=gw[k])
+                torch.sum(g, 0, out=gb[k])
                 if k > 0:
-                    g_in = torch.mm(g, lin.weight, out=grad[k])
+                    g_in = torch.mm(g, w[k], out=grad[k])
                     g = g_in.mul_(inp > 0)
+            if low:
+                self.flat_grad.copy_(self.flat_grad_c)  # widened into the fp32 gradients Adam reads
         self._adam()
         return {"loss": recon + beta * kl, "recon": recon, "kl": kl}
