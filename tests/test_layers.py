@@ -12,7 +12,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "latentforge"
 
 # Lowest first. A module may import modules of its own layer and of any layer below.
 LAYERS = [
-    ("foundation", ["errors", "io", "settings", "precision"]),
+    ("foundation", ["errors", "io", "settings", "precision", "memory"]),
     ("data", ["data"]),
     ("nn", ["nn"]),
     ("models", ["models"]),

@@ -19,6 +19,7 @@ from .data import Dataset, Splits
 from .data.image_transforms import parse_image_augment, preview
 from .errors import UserError
 from .io import read_json_object, write_json
+from .memory import release_freed_memory
 from .models import model_class
 from .report import write_report
 from .settings import SettingError
@@ -223,7 +224,9 @@ def finish_run(run_dir: Path, model: nn.Module, splits: Splits, result: TrainRes
     model = model.to(device).eval()
     save_model(model, run_dir)
     print(f"evaluating on {len(splits.test):,} test samples…", file=sys.stderr)
+    release_freed_memory()  # each stage's peak on its own, not on top of what the last one freed
     test = task.evaluate(model, splits.test, splits, k=run.eval_k, device=device, progress=sys.stderr.isatty())
+    release_freed_memory()
     test.update(task.write_artifacts(run_dir, model, splits, result, run))
     config = read_config(run_dir)
     write_augmentation(run_dir, config["train"].get("augment"), splits.test)

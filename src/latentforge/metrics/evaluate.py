@@ -11,6 +11,7 @@ from torch import nn
 
 from ..data import Dataset
 from ..errors import UserError
+from ..memory import release_freed_memory
 from ..models.base import Encoder, Likelihood, Reconstructor, Sampler
 from ..precision import autocast, full_precision
 from ..train import NOTE_EVERY, evaluate_loss
@@ -89,6 +90,7 @@ def _evaluate(model: nn.Module, test: Dataset, *, k: int, max_iwae: int | None, 
     if quality:
         if not progress:
             print(f"evaluate: sample quality of {min(SAMPLE_QUALITY_N, len(test)):,} samples", file=sys.stderr)
+        release_freed_memory()  # the bound's and reconstructions' buffers, before the samples' and features'
         out.update(sample_quality_of(model, test, device=device, features=features))
     if codes:
         from .representation import representation_scores
@@ -151,6 +153,7 @@ def sample_quality_of(model: nn.Module, test: Dataset, *, device="cpu", n: int =
 
     n = min(n, len(test))
     fake = _samples(model, test, n, seed)
+    release_freed_memory()  # the generator's activations, before the feature net's
     with full_precision():  # the feature space is fp32 whatever the model computes in
         q = sample_quality(test.head(n), fake.clamp(0, 1).numpy(), extractor=features)
     return {**q, "quality_n": n, "quality_features": "mnist-cnn" if features is None else features.name}
