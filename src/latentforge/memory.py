@@ -3,8 +3,8 @@ next stage starts.
 
 glibc keeps freed heap memory for reuse, and after a large tensor is freed it raises its threshold for
 serving allocations from their own mappings, so later tensors come from a heap that never shrinks. A run's
-resident memory then climbs stage after stage: measured on ``latentforge train vae --data mnist --epochs 1``,
-the peak was 832 MB, 749 MB with the heap trimmed between stages (docs/results.md).
+resident memory then climbs stage after stage: measured on ``latentforge train vae --data mnist --epochs 1``
+(``/usr/bin/time -v``), the peak was 841 MB, 737 MB with the heap trimmed between stages (docs/results.md).
 """
 
 from __future__ import annotations
