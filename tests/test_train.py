@@ -166,7 +166,7 @@ def test_compile_on_reaches_every_model_whose_step_goes_through_its_loss() -> No
         assert "compiled_loss" not in model.__dict__, name
     for name, kw, why in (("vae", {"arch": "mlp"}, "the hand-fused MLP step"), ("dcgan", {}, "its own training step")):
         model = build_model(name, input_shape=[1, 28, 28], **kw)
-        with pytest.warns(UserWarning, match=f"--compile on: {name} trains with {why}"):
+        with pytest.warns(UserWarning, match=f"--compile: {name} trains with {why}"):
             _make_step(model, model.configure_optimizers(1e-3), True)
         assert "compiled_loss" not in model.__dict__
 

@@ -171,6 +171,52 @@ def test_fused_bf16_step_matches_autocast(digits, hidden) -> None:
                for (n, _), g in zip(exact.named_parameters(), exact_grads))
 
 
+def test_fused_bf16_steps_track_autocast_and_adam(digits) -> None:
+    """Five bf16 steps (the per-step weight copy refreshed each time, Adam on the fp32 master weights) stay with
+    five generic autocast steps of torch's Adam."""
+    ref = vae(latent_dim=20, hidden=[64])
+    ref.precision = "bf16"
+    fused_model = copy.deepcopy(ref)
+    opt = torch.optim.Adam(ref.parameters(), lr=1e-3)
+    step = FusedVAEStep(fused_model, torch.optim.Adam(fused_model.parameters(), lr=1e-3))
+    x = torch.from_numpy(digits.train.floats())
+    start = {n: p.detach().clone() for n, p in ref.named_parameters()}
+    for i in range(5):
+        xb = x[i * 128 : i * 128 + 128]
+        torch.manual_seed(i)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = ref.loss(Batch(xb))
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        torch.manual_seed(i)
+        got = step(xb)
+        torch.testing.assert_close(got["loss"], out["loss"].detach().float(), rtol=0.02, atol=0.05)
+    params = dict(fused_model.named_parameters())
+    for name, p in ref.named_parameters():
+        moved, ours = p.detach() - start[name], params[name].detach() - start[name]
+        assert float(moved.abs().max()) > 1e-3, name  # five Adam steps of lr 1e-3 moved every tensor
+        cos = float(torch.nn.functional.cosine_similarity(ours.flatten(), moved.flatten(), dim=0))
+        assert cos > 0.98, (name, cos)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_fused_step_follows_the_model_when_it_moves_between_fits(digits, precision) -> None:
+    """partial_fit moves the model between calls (to the CPU and back) and carries the optimiser on: the fused
+    step must then update the model's new parameters, not the storage it flattened before."""
+    model = vae(latent_dim=8, hidden=[32], arch="mlp")
+    cfg = TrainConfig(epochs=1, batch_size=64, seed=0, device="cpu", compile="off", progress=False,
+                      precision=precision)
+    first = fit(model, digits.train, None, cfg)
+    assert model._fused is not None and model._fused.dtype == (torch.bfloat16 if precision == "bf16" else
+                                                                torch.float32)
+    model.double().float()  # new storage for every parameter, as a move to another device and back gives
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    fit(model, digits.train, None, cfg, optimizers=first.optimizers, prepare=False)
+    assert all(not torch.equal(p.detach(), before[n]) for n, p in model.named_parameters())
+    assert model._fused.is_current()
+
+
 @pytest.mark.parametrize("hidden", [[400], [64, 32]])
 def test_fused_step_20_adam_steps_match_torch_adam(digits, hidden) -> None:
     ref = vae(latent_dim=20, hidden=hidden)

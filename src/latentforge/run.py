@@ -99,7 +99,7 @@ def _comparable(key: str, v):
     if key == "augment":
         try:
             return parse_image_augment(v)
-        except SettingError:
+        except (SettingError, AttributeError, TypeError):  # (a hand-edited config: not a spec at all)
             return v
     return _plain(v)
 

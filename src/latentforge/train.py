@@ -141,7 +141,7 @@ def _make_step(model: Model, optimizers: dict, compiled: bool) -> Callable[[Batc
             inductor_config.fallback_random = True  # same random numbers compiled or not: resume stays exact
             model.__dict__["compiled_loss"] = torch.compile(model.loss, dynamic=False)
         else:
-            warnings.warn(f"--compile on: {getattr(model, 'registry_name', type(model).__name__)} trains with {why}, "
+            warnings.warn(f"--compile: {getattr(model, 'registry_name', type(model).__name__)} trains with {why}, "
                           "which is not compiled; training runs uncompiled", UserWarning, stacklevel=2)
     return lambda batch: model.training_step(batch, optimizers)
 
@@ -218,7 +218,9 @@ def fit(
     """Train ``model`` on ``train``; with a ``run_dir``, checkpoint every epoch and allow resume.
 
     With ``validation`` (held out from the training data), its loss is logged as ``val_loss`` each epoch
-    and, unless a ``monitor`` says otherwise, decides the kept weights and early stopping. Ctrl-C stops at
+    and, unless a ``monitor`` says otherwise, decides the kept weights and early stopping (after ``cfg.patience``
+    epochs without improvement). Training also ends early once ``model.finished()`` (the model's own rule, e.g.
+    DEC's share of rows that changed cluster) holds after an epoch. Ctrl-C stops at
     once: the checkpoint of the last finished epoch stays, and the KeyboardInterrupt goes on to the caller.
     ``after_epoch(epoch, model)`` runs after each epoch (a task's per-epoch files). ``finish_only``: a resumed
     run that already has all its epochs (it was stopped while being finished) returns its checkpoint's state
@@ -305,7 +307,10 @@ def fit(
             if bar_on or (cfg.progress is None and files is not None):
                 shown = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k in ("train_loss", "test_loss", best.key))
                 print(f"epoch {epoch + 1}/{cfg.epochs}: {shown} ({seconds:.1f}s)", file=sys.stderr)
-            if model.finished():
+            stop = model.finished()
+            if here.distributed:  # every rank stops together: one rank's rule stops them all
+                stop = bool(distributed.all_sum(torch.tensor([float(stop)])).item())
+            if stop:
                 if bar_on:
                     print(f"stopped after epoch {epoch + 1}: the model met its stopping rule", file=sys.stderr)
                 break

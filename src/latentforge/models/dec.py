@@ -30,6 +30,8 @@ class DeepClustering(Model):
     def __init__(self, base: Model, centres: np.ndarray, *, alpha: float = 1.0, gamma: float = 0.1,
                  batch_size: int = 1024, tol: float = 0.0) -> None:
         super().__init__()
+        if not 0.0 <= float(tol) <= 1.0:
+            raise ValueError(f"tol is a share of rows, between 0 and 1; got {tol}")
         self.base = base
         self.centres = nn.Parameter(torch.as_tensor(np.asarray(centres, np.float32)))
         self.alpha, self.gamma, self.batch_size, self.tol = float(alpha), float(gamma), int(batch_size), float(tol)

@@ -134,11 +134,12 @@ class GAN(Model):
                     conv_encoder(input_shape, 1, channels=channels, activation="leaky_relu",
                                  spectral_norm=c.spectral_norm))
         d = math.prod(input_shape)
+        generator = _mlp_generator([latent_dim, *hidden, d])  # (first: the same initial weights per seed as before)
         discriminator = nn.Sequential(nn.Flatten(), *mlp([d, *reversed(hidden), 1], activation="leaky_relu",
                                                          last_activation=False))
         if c.spectral_norm:
             _spectral_norm_linears(discriminator)
-        return _mlp_generator([latent_dim, *hidden, d]), discriminator
+        return generator, discriminator
 
     def get_extra_state(self) -> torch.Tensor:
         return torch.tensor([self.steps, self.g_steps])

@@ -102,7 +102,8 @@ class VAE(Body):
         matmuls where the model computes in bf16) for the MLP Bernoulli VAE with one Adam; the generic step
         otherwise."""
         opt = next(iter(optimizers.values()))
-        if self._fused_for is not opt:  # a new fit: decide (and flatten the parameters) once
+        if self._fused_for is not opt or (self._fused is not None and not self._fused.is_current()):
+            # a new fit, or the model moved or changed precision since (partial_fit): decide (and flatten) again
             self._fused = FusedVAEStep(self, opt) if self._fused_step_applies(optimizers) else None
             self._fused_for = opt
         if self._fused is not None:

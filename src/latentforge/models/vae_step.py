@@ -50,6 +50,18 @@ class FusedVAEStep:
         self._flatten_parameters()
         self._bufs: dict[int, dict[str, list[torch.Tensor]]] = {}
         self._compute_views()
+        self._params = list(model.parameters())
+        self._ptrs = [(q.data_ptr(), q.grad.data_ptr()) for q in self._params]
+
+    def is_current(self) -> bool:
+        """Whether the model's parameters and gradients are still the views this step updates, and the model
+        still computes in this step's precision. Moving the model (``.to(device)``, as ``partial_fit`` does
+        between calls) gives them new storage: the step must then be rebuilt, or it would train a stale copy
+        while the model stays as it was."""
+        if self.dtype != (torch.bfloat16 if self.model.precision == "bf16" else torch.float32):
+            return False
+        return all(q.grad is not None and (q.data_ptr(), q.grad.data_ptr()) == ptrs
+                   for q, ptrs in zip(self._params, self._ptrs))
 
     def _compute_views(self) -> None:
         """Per layer: the weight, bias and their gradient buffers the matmuls use. In fp32 the parameters

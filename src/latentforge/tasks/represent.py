@@ -168,7 +168,7 @@ def refine(model: nn.Module, ds: Dataset, start: Clustering, *, epochs: int = 10
     wrapper = DeepClustering(model, centres, gamma=gamma, tol=tol)
     indexed = Dataset(x=ds.x, y=np.arange(len(ds)), name=ds.name, scale=ds.scale)
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=str(device), progress=progress,
-                      augment=augment)
+                      augment=augment, compile="off")
     history = fit(wrapper, indexed, None, cfg).history
     proba = wrapper.predict_proba(indexed).numpy()
     model.eval()
