@@ -156,3 +156,32 @@ def test_estimator_fits_the_encoder_on_all_rows_and_the_classifier_on_the_labell
         SemiSupervisedClassifier(encoder).fit(x, np.full(len(y), -1))
     with pytest.raises(UserError, match="both X_val and y_val"):
         SemiSupervisedClassifier(encoder).fit(x, y_semi, X_val=z["val_images"])
+
+
+def test_a_binarized_run_classifies_bernoulli_samples_as_it_was_trained(tmp_path: Path, capsys, monkeypatch) -> None:
+    from latentforge.tasks import classify as classify_module
+    from latentforge.tasks.classify import binarized_as_trained
+
+    splits = labelled_splits("digits")
+    same = binarized_as_trained(splits, None, 0)
+    assert same is splits
+    once, again = binarized_as_trained(splits, "dynamic", 3), binarized_as_trained(splits, "dynamic", 3)
+    for a, b, grey in ((once.train, again.train, splits.train), (once.test, again.test, splits.test)):
+        assert set(np.unique(a.x)) <= {0, 1} and a.x.shape == grey.x.shape and np.array_equal(a.y, grey.y)
+        assert np.array_equal(a.x, b.x)  # one fixed draw per seed
+        # a pixel is 1 about as often as its grey level says
+        assert abs(a.x.mean() - grey.floats().mean()) < 0.01
+    assert not np.array_equal(once.train.x, binarized_as_trained(splits, "static", 4).train.x)
+
+    run = tmp_path / "bin"
+    assert main(["train", "vae", "--data", "digits", "--epochs", "1", "--latent-dim", "4", "--eval-k", "0",
+                 "--binarize", "static", "--seed", "5", "--out", str(run)]) == 0
+    seen = []
+    real = classify_module.classify
+    monkeypatch.setattr(classify_module, "classify", lambda model, sp, **kw: seen.append(sp) or real(model, sp, **kw))
+    code, stdout, err = lf(capsys, "classify", str(run), "--json")
+    assert code == 0, err
+    (used,) = seen
+    assert set(np.unique(used.test.x)) <= {0, 1}
+    assert np.array_equal(used.test.x, binarized_as_trained(labelled_splits("digits"), "static", 5).test.x)
+    assert 0 <= json.loads(stdout)["test"]["acc"] <= 1

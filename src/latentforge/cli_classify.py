@@ -37,9 +37,10 @@ def classify(
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N (for encoding)."),
 ) -> None:
     """Classify with few labels: logistic regression on a run's codes of a labelled budget (Kingma et al. 2014's M1),
-    C chosen on the validation split; prints test ACC and AUC (binary: ROC AUC; more classes: one-vs-rest, macro)."""
+    C chosen on the validation split; prints test ACC and AUC (binary: ROC AUC; more classes: one-vs-rest, macro).
+    A run trained with --binarize encodes one fixed Bernoulli sample of each split's images, as it was trained."""
     from .run import check_compatible, load_run
-    from .tasks.classify import check_encoder, classify as classify_run, labelled_splits
+    from .tasks.classify import binarized_as_trained, check_encoder, classify as classify_run, labelled_splits
 
     if labels_per_class is not None:
         positive("--labels-per-class", labels_per_class)
@@ -54,6 +55,8 @@ def classify(
     for ds in (splits.train, splits.test, splits.validation):
         if ds is not None:
             check_compatible(config, ds)
+    trained = config.get("train") if isinstance(config.get("train"), dict) else {}
+    splits = binarized_as_trained(splits, trained.get("binarize"), int(trained.get("seed") or 0))
     result = classify_run(model, splits, labels_per_class=labels_per_class, label_seed=label_seed, device=device)
     if out is not None:
         _write_predictions(out, splits.test.y, result.proba)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from ..data import Dataset, Splits, load_data
+from ..data import Dataset, Splits, binarize_static, load_data
 from ..errors import UserError
 from ..metrics.classification import classification_scores, roc_auc
 from ..models.base import Encoder
@@ -71,6 +71,22 @@ def labelled_splits(spec: str) -> Splits:
             raise UserError(f"{spec}: the {part} split has no labels; classification needs labelled data (an .npz "
                             "with 'y' or MedMNIST's *_labels, a table with a label column, a folder of class folders)")
     return splits
+
+
+def binarized_as_trained(splits: Splits, binarize: str | None, seed: int) -> Splits:
+    """The labelled splits as a run trained with ``--binarize`` saw its images: one fixed Bernoulli sample of the
+    grey levels in every split (its codes of grey levels would describe inputs it never saw). ``seed``: the
+    run's; None ``binarize``: the splits as they are."""
+    if binarize is None:
+        return splits
+    for ds in (splits.train, splits.test, splits.validation):
+        if ds is not None and (ds.is_sparse or not ds.in_unit_interval):
+            raise UserError(f"the run was trained with --binarize {binarize} on grey levels in [0, 1]; {ds.name} "
+                            f"is not such data ({ds.value_range if not ds.is_sparse else 'sparse rows'}): classify "
+                            "data like the run's")
+    return Splits(train=binarize_static(splits.train, seed=seed), test=binarize_static(splits.test, seed=seed + 1),
+                  validation=None if splits.validation is None else binarize_static(splits.validation, seed=seed + 2),
+                  name=splits.name, extras=splits.extras)
 
 
 def integer_labels(y: np.ndarray, what: str) -> np.ndarray:
