@@ -17,7 +17,7 @@ LAYERS = [
     ("nn", ["nn"]),
     ("models", ["models"]),
     ("checkpoint", ["checkpoint"]),
-    ("train", ["train", "distributed"]),
+    ("train", ["train", "train_records", "distributed"]),
     ("metrics", ["metrics", "plots"]),
     ("tasks", ["tasks"]),
     ("run", ["report", "compare", "run", "export"]),

@@ -237,7 +237,7 @@ def finish_run(run_dir: Path, model: nn.Module, splits: Splits, result: TrainRes
         "binarize": config["train"].get("binarize"), "interrupted": result.interrupted, "precision": result.precision,
         "evaluation": {"iwae_k": run.eval_k, "precision": getattr(model, "precision", "fp32")}, "test": test,
     }
-    if result.best_epoch is not None:  # the model kept its best epoch on validation data (train.KeepBest)
+    if result.best_epoch is not None:  # the model kept its best epoch on validation data (train_records.KeepBest)
         metrics["best_epoch"] = result.best_epoch
         metrics["best_epoch_stats"] = {k: v for k, v in result.history[result.best_epoch - 1].items() if k != "epoch"}
     write_json(run_dir / "metrics.json", metrics)

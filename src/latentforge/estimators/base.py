@@ -29,7 +29,8 @@ from ..io import replace_folder, write_json
 from ..models import model_class
 from ..settings import SettingError
 from ..precision import set_precision
-from ..train import Monitor, TrainConfig, fit, optimizer_state_to_params
+from ..train import TrainConfig, fit, optimizer_state_to_params
+from ..train_records import Monitor
 
 TRAIN_PARAMS = ("epochs", "batch_size", "lr", "random_state", "device", "verbose", "precision")
 TRAIN_NAMES = {"seed": "random_state", "progress": "verbose"}  # TrainConfig field → estimator parameter

@@ -31,7 +31,7 @@ from ..io import load_tensors, save_tensors
 from ..models import model_class
 from ..tasks.scoring import (SCORES, SCORES_FILE, anomaly_scores, check_detector_input, check_finite_scores,
                              check_score, parse_threshold, threshold_from)
-from ..train import Monitor
+from ..train_records import Monitor
 from .autoencoders import AutoencoderEstimator
 from .base import ModelEstimator, not_fitted
 

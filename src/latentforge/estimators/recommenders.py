@@ -24,7 +24,7 @@ from ..data.histories import histories_for, names_of, write_histories, write_ite
 from ..data.interactions import Interactions, binarize, build, from_frame, read_any, strong_generalization
 from ..errors import UserError
 from ..tasks.recommend import Recommender, validation_monitor
-from ..train import Monitor
+from ..train_records import Monitor
 from .base import ModelEstimator, not_fitted
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from torch import nn
 
 from ..data import Splits
-from ..train import TrainResult
+from ..train_records import TrainResult
 from .base import RunOptions, register_task
 from .generate import GenerateTask, hold_out_rows
 from .scoring import (ANOMALY_FIGURES, ANOMALY_METRICS, SCORES, SCORES_FILE, anomaly_scores, binary_labels,  # noqa: F401

@@ -2,7 +2,7 @@
 
 A task loads and splits its data (typed: :class:`~latentforge.data.Splits`, with a validation split and
 ``extras`` of its own type), derives model settings from the data, names the value the trainer watches
-(:class:`~latentforge.train.Monitor`), evaluates, writes its artifacts and report sections, and declares its
+(:class:`~latentforge.train_records.Monitor`), evaluates, writes its artifacts and report sections, and declares its
 metrics with help text and direction (one table, read by ``report.py`` and ``compare.py``). Each model
 names its task (``@register("vae", VAEConfig, task="generate")``); ``run.py`` looks it up.
 """
@@ -20,7 +20,7 @@ from ..data import NAMES, Dataset, Splits, binarize_static, load_data
 from ..data.files import read_path
 from ..errors import UserError
 from ..models import model_class
-from ..train import Monitor, TrainResult
+from ..train_records import Monitor, TrainResult
 
 
 @dataclass(frozen=True)

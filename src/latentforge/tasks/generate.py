@@ -18,7 +18,8 @@ from ..data.labels import LabelBudget, budget_splits
 from ..errors import UserError
 from ..metrics import evaluate_model
 from ..models.base import AnomalyScorer, Codebook, Decoder, Denoiser, Encoder, Likelihood, ProgressFrames, Reconstructor, Sampler
-from ..train import Monitor, TrainResult, evaluate_loss
+from ..train import evaluate_loss
+from ..train_records import Monitor, TrainResult
 from .augment import save_real_vs_generated
 from .base import Figure, Metric, RunOptions, Task, n_classes, register_task
 from .scoring import write_run_anomaly

@@ -25,7 +25,8 @@ from ..errors import UserError
 from ..io import read_json, write_json
 from ..metrics.ranking import evaluate_ranking, top_k
 from ..models.base import Ranker
-from ..train import Monitor, TrainResult, evaluate_loss
+from ..train import evaluate_loss
+from ..train_records import Monitor, TrainResult
 from .base import Figure, Metric, RunOptions, Task, register_task
 
 RANKING_METRICS = {

@@ -23,7 +23,7 @@ from ..io import atomic_path
 from ..metrics.reconstruction import psnr, ssim
 from ..models.base import Batch
 from ..models.superres import Upscaler
-from ..train import Monitor, TrainResult
+from ..train_records import Monitor, TrainResult
 from .base import Figure, Metric, RunOptions, Task, named_or_file, register_task
 from .generate import hold_out_rows
 

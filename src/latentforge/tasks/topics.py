@@ -21,7 +21,7 @@ from ..data.text import TextData, load_text_splits, read_documents
 from ..io import read_json, write_json
 from ..metrics.representation import representation_scores
 from ..metrics.topics import binary_docs, npmi_per_topic, perplexity, top_words, topic_diversity
-from ..train import Monitor, TrainResult
+from ..train_records import Monitor, TrainResult
 from .base import Figure, Metric, RunOptions, Task, register_task
 from .generate import hold_out_rows
 
