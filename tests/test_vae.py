@@ -171,6 +171,19 @@ def test_fused_bf16_step_matches_autocast(digits, hidden) -> None:
                for (n, _), g in zip(exact.named_parameters(), exact_grads))
 
 
+def same_step_both_ways(ref, opt, step, xb, *, seed: int, bf16: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """One update of ``ref`` by autograd and ``opt`` (under bf16 autocast if asked) and one of the fused ``step``,
+    from the same random draws; their losses (fused, autograd)."""
+    torch.manual_seed(seed)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        out = ref.loss(Batch(xb))
+    opt.zero_grad()
+    out["loss"].backward()
+    opt.step()
+    torch.manual_seed(seed)
+    return step(xb)["loss"], out["loss"].detach().float()
+
+
 def test_fused_bf16_steps_track_autocast_and_adam(digits) -> None:
     """Five bf16 steps (the per-step weight copy refreshed each time, Adam on the fp32 master weights) stay with
     five generic autocast steps of torch's Adam."""
@@ -182,16 +195,8 @@ def test_fused_bf16_steps_track_autocast_and_adam(digits) -> None:
     x = torch.from_numpy(digits.train.floats())
     start = {n: p.detach().clone() for n, p in ref.named_parameters()}
     for i in range(5):
-        xb = x[i * 128 : i * 128 + 128]
-        torch.manual_seed(i)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            out = ref.loss(Batch(xb))
-        opt.zero_grad()
-        out["loss"].backward()
-        opt.step()
-        torch.manual_seed(i)
-        got = step(xb)
-        torch.testing.assert_close(got["loss"], out["loss"].detach().float(), rtol=0.02, atol=0.05)
+        got, want = same_step_both_ways(ref, opt, step, x[i * 128 : i * 128 + 128], seed=i, bf16=True)
+        torch.testing.assert_close(got, want, rtol=0.02, atol=0.05)
     params = dict(fused_model.named_parameters())
     for name, p in ref.named_parameters():
         moved, ours = p.detach() - start[name], params[name].detach() - start[name]
@@ -227,15 +232,8 @@ def test_fused_step_20_adam_steps_match_torch_adam(digits, hidden) -> None:
     x = torch.from_numpy(digits.train.floats())
     perm = np.random.default_rng(0).permutation(len(x))
     for i in range(20):
-        xb = x[perm[i * 64 : i * 64 + 64]]
-        torch.manual_seed(i)
-        out = ref.loss(Batch(xb))
-        opt.zero_grad()
-        out["loss"].backward()
-        opt.step()
-        torch.manual_seed(i)
-        got = step(xb)
-        torch.testing.assert_close(got["loss"], out["loss"].detach(), rtol=1e-4, atol=1e-4)
+        got, want = same_step_both_ways(ref, opt, step, x[perm[i * 64 : i * 64 + 64]], seed=i)
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
     params = dict(fused_model.named_parameters())
     for name, p in ref.named_parameters():
         assert (params[name] - p).abs().max() <= 1e-5, name
