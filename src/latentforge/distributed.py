@@ -106,3 +106,11 @@ def all_sum(values: torch.Tensor) -> torch.Tensor:
         values = values.clone()
         dist.all_reduce(values)
     return values
+
+
+def any_rank(flag: bool) -> bool:
+    """Whether ``flag`` holds on any rank (itself on one process): for decisions every rank must take together,
+    such as stopping, or the others would wait forever at the next collective."""
+    if not world().distributed:
+        return flag
+    return bool(all_sum(torch.tensor([float(flag)])).item())

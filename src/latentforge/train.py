@@ -270,10 +270,7 @@ def fit(
             if bar_on or (cfg.progress is None and files is not None):
                 shown = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k in ("train_loss", "test_loss", best.key))
                 print(f"epoch {epoch + 1}/{cfg.epochs}: {shown} ({seconds:.1f}s)", file=sys.stderr)
-            stop = model.finished()
-            if here.distributed:  # every rank stops together: one rank's rule stops them all
-                stop = bool(distributed.all_sum(torch.tensor([float(stop)])).item())
-            if stop:
+            if distributed.any_rank(model.finished()):  # one rank's rule stops them all
                 if bar_on:
                     print(f"stopped after epoch {epoch + 1}: the model met its stopping rule", file=sys.stderr)
                 break
@@ -355,10 +352,7 @@ def _train_epoch(step: Callable[[Batch], dict[str, torch.Tensor]], batcher, epoc
             sums[k] = sums[k] + v * len(xb) if k in sums else v * len(xb)
         if i % 25 == 24:  # one host sync per 25 steps, for the guard and the progress
             now = {k: float(v.detach()) for k, v in out.items()}
-            bad = not all(map(math.isfinite, now.values()))
-            if here.distributed:  # every rank stops together, or the others would wait forever
-                bad = bool(distributed.all_sum(torch.tensor([float(bad)])).item())
-            if bad:
+            if distributed.any_rank(not all(map(math.isfinite, now.values()))):
                 raise TrainingDiverged(_diverged_message(epoch, i, run_dir))
             bar.set_postfix({k: f"{v:.4g}" for k, v in list(now.items())[:3]})
             if not bar_on and cfg.progress is None and here.main and time.perf_counter() - last_note > NOTE_EVERY:

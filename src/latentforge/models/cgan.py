@@ -23,10 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..nn import conv_decoder, conv_encoder, mlp
+from ..nn import conv_encoder, mlp
 from ..settings import default, setting
 from .base import Batch
-from .gan import DCGAN, GANConfig, _mlp_generator, _spectral_norm_linears
+from .gan import DCGAN, GANConfig, _spectral_norm_linears, generator_net
 from .registry import register
 
 
@@ -80,12 +80,11 @@ class ConditionalDCGAN(DCGAN):
         """G(z, y) on ``z ⊕ onehot(y)`` and the projection discriminator D(x, y) over features φ(x)."""
         k, shape, channels, hidden = c.n_classes, c.input_shape, list(c.channels), list(c.hidden)
         n_features = hidden[0]  # φ(x)'s size, as the unconditional discriminator's last hidden layer
+        g_net = generator_net(c, c.latent_dim + k)
         if c.arch == "conv":
-            g_net = conv_decoder(c.latent_dim + k, shape, channels=channels, batchnorm=True)
             phi = nn.Sequential(*conv_encoder(shape, n_features, channels=channels, activation="leaky_relu",
                                               spectral_norm=c.spectral_norm), nn.LeakyReLU())
         else:
-            g_net = _mlp_generator([c.latent_dim + k, *hidden, math.prod(shape)])
             phi = nn.Sequential(nn.Flatten(), *mlp([math.prod(shape), *reversed(hidden)], activation="leaky_relu"))
             if c.spectral_norm:
                 _spectral_norm_linears(phi)

@@ -57,6 +57,14 @@ def _mlp_generator(sizes: Sequence[int]) -> nn.Sequential:
     return nn.Sequential(*layers, nn.Linear(sizes[-2], sizes[-1]))
 
 
+def generator_net(c: GANConfig, z_dim: int) -> nn.Module:
+    """The generator network for ``c``'s data and ``arch`` from a ``z_dim``-wide input (the noise, and for
+    conditional models the one-hot class beside it)."""
+    if c.arch == "conv":
+        return conv_decoder(z_dim, c.input_shape, channels=list(c.channels), batchnorm=True)
+    return _mlp_generator([z_dim, *c.hidden, math.prod(c.input_shape)])
+
+
 def dcgan_slopes(net: nn.Module) -> nn.Module:
     """Every leaky ReLU of ``net`` at DCGAN's slope, 0.2 (the builders in nn.py default to PyTorch's 0.01)."""
     for m in net.modules():
@@ -128,15 +136,12 @@ class GAN(Model):
     # --- networks -----------------------------------------------------------------------------------------
     def networks(self, c: GANConfig) -> tuple[nn.Module, nn.Module]:
         """The generator and the discriminator (its leaky ReLUs are set to DCGAN's slope afterwards)."""
-        input_shape, latent_dim, hidden, channels = c.input_shape, c.latent_dim, list(c.hidden), list(c.channels)
+        generator = generator_net(c, c.latent_dim)  # (first: the same initial weights per seed as before)
         if c.arch == "conv":
-            return (conv_decoder(latent_dim, input_shape, channels=channels, batchnorm=True),
-                    conv_encoder(input_shape, 1, channels=channels, activation="leaky_relu",
-                                 spectral_norm=c.spectral_norm))
-        d = math.prod(input_shape)
-        generator = _mlp_generator([latent_dim, *hidden, d])  # (first: the same initial weights per seed as before)
-        discriminator = nn.Sequential(nn.Flatten(), *mlp([d, *reversed(hidden), 1], activation="leaky_relu",
-                                                         last_activation=False))
+            return generator, conv_encoder(c.input_shape, 1, channels=list(c.channels), activation="leaky_relu",
+                                           spectral_norm=c.spectral_norm)
+        discriminator = nn.Sequential(nn.Flatten(), *mlp([math.prod(c.input_shape), *reversed(c.hidden), 1],
+                                                         activation="leaky_relu", last_activation=False))
         if c.spectral_norm:
             _spectral_norm_linears(discriminator)
         return generator, discriminator

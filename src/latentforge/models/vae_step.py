@@ -39,6 +39,11 @@ def supports_fused_step(model: nn.Module) -> bool:
     )
 
 
+def _step_dtype(model: nn.Module) -> torch.dtype:
+    """What the fused step's matmuls compute in: bf16 where the model computes in bf16, else fp32."""
+    return torch.bfloat16 if model.precision == "bf16" else torch.float32
+
+
 class FusedVAEStep:
     """Callable ``step(x, y) -> {"loss", "recon", "kl"}`` that also updates the parameters."""
 
@@ -46,7 +51,7 @@ class FusedVAEStep:
         self.model, self.optimizer = model, optimizer
         self.enc = [m for m in model.encoder if isinstance(m, nn.Linear)] + [model.to_stats]
         self.dec = [m for m in model.decoder if isinstance(m, nn.Linear)]
-        self.dtype = torch.bfloat16 if model.precision == "bf16" else torch.float32
+        self.dtype = _step_dtype(model)
         self._flatten_parameters()
         self._bufs: dict[int, dict[str, list[torch.Tensor]]] = {}
         self._compute_views()
@@ -58,7 +63,7 @@ class FusedVAEStep:
         still computes in this step's precision. Moving the model (``.to(device)``, as ``partial_fit`` does
         between calls) gives them new storage: the step must then be rebuilt, or it would train a stale copy
         while the model stays as it was."""
-        if self.dtype != (torch.bfloat16 if self.model.precision == "bf16" else torch.float32):
+        if self.dtype != _step_dtype(self.model):
             return False
         return all(q.grad is not None and (q.data_ptr(), q.grad.data_ptr()) == ptrs
                    for q, ptrs in zip(self._params, self._ptrs))
@@ -71,13 +76,8 @@ class FusedVAEStep:
         else:
             self.flat_c = torch.empty_like(self.flat, dtype=self.dtype)
             self.flat_grad_c = torch.zeros_like(self.flat, dtype=self.dtype)
-        offsets, i = {}, 0
-        for p in self.model.parameters():
-            offsets[p] = i
-            i += p.numel()
-
         def view(flat: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-            return flat[offsets[p] : offsets[p] + p.numel()].view_as(p)
+            return flat[self._offsets[p] : self._offsets[p] + p.numel()].view_as(p)
 
         self.w = [view(self.flat_c, m.weight) for m in self.enc + self.dec]
         self.b = [view(self.flat_c, m.bias) for m in self.enc + self.dec]
@@ -103,8 +103,10 @@ class FusedVAEStep:
         old_steps = [opt.state.get(p, {}).get("step") for p in params]
         self.step_count = torch.tensor(float(old_steps[0]) if old_steps[0] is not None else 0.0)
         i = 0
+        self._offsets: dict[torch.Tensor, int] = {}  # each parameter's place in the flat buffers
         for p in params:
             k = p.numel()
+            self._offsets[p] = i
             view = lambda t: t[i : i + k].view_as(p)  # noqa: E731
             view(self.flat).copy_(p.detach())
             st = opt.state.get(p, {})
