@@ -22,7 +22,7 @@ LAYERS = [
     ("tasks", ["tasks"]),
     ("run", ["report", "compare", "run", "export"]),
     ("estimators", ["estimators", "detectors", "recommenders"]),
-    ("cli", ["cli", "cli_options", "cli_common", "cli_use", "cli_augment", "cli_classify", "cli_train", "__init__"]),
+    ("cli", ["cli", "cli_options", "cli_common", "cli_use", "cli_augment", "cli_classify", "cli_train", "cli_tasks", "__init__"]),
 ]
 
 
