@@ -14,6 +14,7 @@ import torch
 
 from latentforge.cli import main
 from latentforge.errors import UserError
+from latentforge.settings import SettingError
 from latentforge.estimators import TopicModel
 from latentforge.models import build_model
 
@@ -58,6 +59,24 @@ def test_words_too_rare_in_the_training_documents_are_not_listed() -> None:
     m.prepare(Dataset(x=sp.csr_matrix(x)))
     assert m.word_docs[0] == pytest.approx(0.001) and m.word_docs[1] == 1.0
     assert torch.isinf(m.topic_word()[:, 0]).all() and torch.isfinite(m.topic_word()[:, 1:]).all()
+
+
+def test_the_floor_relative_to_the_number_of_topics_applies_when_it_is_the_higher() -> None:
+    from latentforge.data import Dataset
+
+    x = np.zeros((1000, 5), np.float32)
+    x[:, 0] = 1
+    x[:20, 1], x[:80, 2], x[:200, 3], x[:3, 4] = 1, 1, 1, 1  # words in 2 %, 8 %, 20 % and 0.3 % of the documents
+    listed = {}
+    for k in (2, 5):
+        m = build_model("prodlda", input_shape=[5], latent_dim=k, hidden=[4], topic_min_docs=0.005,
+                        topic_min_docs_k=0.3)
+        m.prepare(Dataset(x=sp.csr_matrix(x)))
+        listed[k] = torch.isfinite(m.topic_word()[0]).nonzero().ravel().tolist()
+    assert listed[2] == [0, 3]  # floor 0.3 / 2 = 15 %
+    assert listed[5] == [0, 2, 3]  # floor 6 %; word 4 stays below the absolute 0.5 % at both K
+    with pytest.raises(SettingError, match="floor"):
+        build_model("prodlda", input_shape=[5], latent_dim=2, topic_min_docs_k=0.5, topic_max_docs=0.2)
 
 
 def test_frex_ranks_by_the_harmonic_mean_of_frequency_and_exclusivity_ranks() -> None:

@@ -55,6 +55,11 @@ class TopicConfig(ModelConfig):
                                "do not dominate its input")
     topic_min_docs: float = setting(0.005, "a topic word must occur in at least this share of the training documents "
                                     "(rarer words are one post's signature or header)", min=0, below=1)
+    topic_min_docs_k: float = setting(0.0, "a topic word must also occur in at least this share of an average topic's "
+                                      "documents, i.e. this / K of the training documents (the floor that applies "
+                                      "is the larger of the two): with few topics each covers more documents, and "
+                                      "a word in fewer of them is one author's signature rather than the topic's",
+                                      min=0, max=1)
     topic_max_docs: float = setting(1.0, "a topic word must occur in at most this share of the training documents "
                                     "(words in nearly every document, such as mail headers' subject, lines and "
                                     "organization, say nothing of a topic); 1: no ceiling", min=0, max=1)
@@ -76,9 +81,12 @@ class TopicConfig(ModelConfig):
 
     def check(self) -> None:
         super().check()
-        if self.topic_max_docs < self.topic_min_docs:
-            raise SettingError("topic_max_docs", f"{self.topic_max_docs} is below topic_min_docs "
-                               f"({self.topic_min_docs}): no word could be listed; raise it (1: no ceiling)")
+        floor = max(self.topic_min_docs, self.topic_min_docs_k / self.latent_dim)
+        if self.topic_max_docs < floor:
+            raise SettingError("topic_max_docs", f"{self.topic_max_docs} is below the floor on a topic word's share "
+                               f"of documents ({floor:g}, from topic_min_docs {self.topic_min_docs} and "
+                               f"topic_min_docs_k {self.topic_min_docs_k}): no word could be listed; raise it "
+                               "(1: no ceiling)")
         if self.vocabulary is not None:
             v = self.vocabulary
             if (not isinstance(v, (list, tuple)) or len(v) != int(self.input_shape[-1])
@@ -113,6 +121,7 @@ class NeuralTopicModel(Model):
         self.n_words, self.latent_dim, self.dropout = int(c.input_shape[-1]), c.latent_dim, c.dropout
         self.relevance, self.log_counts, self.topic_min_docs = c.relevance, c.log_counts, c.topic_min_docs
         self.topic_max_docs, self.ranking, self.frex_weight = c.topic_max_docs, c.ranking, c.frex_weight
+        self.topic_min_docs_k = c.topic_min_docs_k
         self.kl_warmup, self.length_power = c.kl_warmup, c.length_power
         dims = [*c.hidden]
         self.word_weight = nn.Parameter(torch.empty(self.n_words, dims[0]))  # first layer, word-major
@@ -262,11 +271,12 @@ class NeuralTopicModel(Model):
         in several topics ranks low in each, so near-duplicate topics list their distinct words.
 
         Words in fewer than ``topic_min_docs`` of the training documents (at 20 Newsgroups' size one author's
-        signature or a header field) or in more than ``topic_max_docs`` of them (words of nearly every
-        document) are not listed (score −∞)."""
+        signature or a header field), or fewer than ``topic_min_docs_k`` / K of them, or in more than
+        ``topic_max_docs`` of them (words of nearly every document) are not listed (score −∞)."""
         logp = F.log_softmax(self.topic_logits().float(), dim=-1)
         topics, background = logp[:-1], logp[-1:]
-        unlisted = (self.word_docs < self.topic_min_docs) | (self.word_docs > self.topic_max_docs)
+        floor = max(self.topic_min_docs, self.topic_min_docs_k / self.latent_dim)
+        unlisted = (self.word_docs < floor) | (self.word_docs > self.topic_max_docs)
         if not self.word_docs.any() or unlisted.all():  # (a model that has seen no data ranks every word)
             unlisted = torch.zeros_like(unlisted)
         if self.ranking == "frex":
