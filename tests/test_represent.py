@@ -162,6 +162,29 @@ def test_cluster_refines_with_augmented_images(runs, tmp_path, capsys) -> None:
     assert "--refine-tol must be" in capsys.readouterr().err
 
 
+def test_cluster_saves_the_refined_model_as_a_run(runs, tmp_path, capsys) -> None:
+    saved = tmp_path / "refined"
+    assert main(["cluster", str(runs / "ae2"), "--k", "10", "--refine", "--refine-epochs", "2", "--gamma", "0",
+                 "--refine-tol", "0", "--save", str(saved), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["saved"] == str(saved)
+    config = json.loads((saved / "config.json").read_text())
+    assert config["refined_from"] == str(runs / "ae2") and config["refinement"]["epochs"] == 2
+    assert config["model_config"] == json.loads((runs / "ae2" / "config.json").read_text())["model_config"]
+    for run, name in ((runs / "ae2", "before.npy"), (saved, "after.npy")):
+        assert main(["embed", str(run), "--out", str(tmp_path / name)]) == 0
+    before, after = np.load(tmp_path / "before.npy"), np.load(tmp_path / "after.npy")
+    assert before.shape == after.shape and not np.allclose(before, after)  # the refined encoder, not the original
+    assert main(["cluster", str(saved), "--k", "10", "--json"]) == 0  # a run like any other
+    capsys.readouterr()
+    assert main(["cluster", str(runs / "ae2"), "--k", "10", "--refine", "--save", str(saved)]) == 2
+    assert "not empty" in capsys.readouterr().err  # checked before the refinement, nothing overwritten
+    assert main(["cluster", str(runs / "ae2"), "--k", "10", "--refine", "--save", str(runs / "ae2")]) == 2
+    assert "is the run being refined" in capsys.readouterr().err
+    assert main(["cluster", str(runs / "ae2"), "--k", "10", "--save", str(tmp_path / "new")]) == 2
+    assert "add --refine" in capsys.readouterr().err and not (tmp_path / "new").exists()
+
+
 def test_a_file_is_used_whole_and_in_order(runs, tmp_path, digits) -> None:
     X = digits[0][:50]
     np.save(tmp_path / "x.npy", X)

@@ -175,6 +175,47 @@ def refine(model: nn.Module, ds: Dataset, start: Clustering, *, epochs: int = 10
     return Clustering(proba.argmax(1), proba.max(1), f"{start.method}+{'idec' if gamma > 0 else 'dec'}", history)
 
 
+def check_save_dir(out, source) -> None:
+    """Refuse, before any work, a ``--save`` folder that would overwrite something: the source run itself, a file,
+    or a folder with files in it."""
+    from pathlib import Path
+
+    out, source = Path(out), Path(source)
+    if out.exists() and source.exists() and out.resolve() == source.resolve():
+        raise UserError(f"--save {out} is the run being refined; it keeps the model as trained. Choose a new folder")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--save {out} is a file, not a folder; choose another")
+    if out.is_dir() and any(out.iterdir()):
+        raise UserError(f"--save {out} already exists and is not empty; choose a new folder")
+
+
+def save_refined(model: nn.Module, source, out, refinement: dict) -> None:
+    """Write ``model`` (refined by :func:`refine`) as a run directory ``out``: ``source``'s config.json with the
+    refinement recorded (``refined_from``, ``refinement``) and the refined weights, so that ``embed``, ``cluster``
+    and ``plot`` can use the refined encoder. The folder appears complete or not at all."""
+    import json
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from ..checkpoint import CONFIG, read_config, save_model
+
+    out, source = Path(out), Path(source)
+    check_save_dir(out, source)
+    config = read_config(source)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        (tmp / CONFIG).write_text(json.dumps(config, indent=2))
+        save_model(model, tmp, extra={"refined_from": str(source), "refinement": refinement})
+        if out.is_dir():
+            out.rmdir()  # empty (checked above)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 CODE_FILES = (".npy", ".csv", ".parquet")
 
 
