@@ -176,6 +176,8 @@ def test_cluster_saves_the_refined_model_as_a_run(runs, tmp_path, capsys) -> Non
     before, after = np.load(tmp_path / "before.npy"), np.load(tmp_path / "after.npy")
     assert before.shape == after.shape and not np.allclose(before, after)  # the refined encoder, not the original
     assert main(["cluster", str(saved), "--k", "10", "--json"]) == 0  # a run like any other
+    assert main(["report", str(saved)]) == 0
+    assert "self-trained on its own clusters" in (saved / "report.html").read_text()
     capsys.readouterr()
     assert main(["cluster", str(runs / "ae2"), "--k", "10", "--refine", "--save", str(saved)]) == 2
     assert "not empty" in capsys.readouterr().err  # checked before the refinement, nothing overwritten

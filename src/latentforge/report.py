@@ -51,11 +51,18 @@ def write_report(run_dir: Path) -> Path:
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)} — latentforge</title>",
              f"<style>{STYLE}</style></head><body>", f"<h1>{html.escape(title)}</h1>"]
     train = config.get("train", {})
-    parts.append(
-        f"<p class='sub'>{_fmt(metrics.get('epochs', len(rows)))} epochs · batch {train.get('batch_size', '?')} · "
-        f"lr {train.get('lr', '?')} · seed {train.get('seed', '?')} · "
-        f"{_fmt(metrics.get('train_seconds', 0.0))} s training · likelihood {html.escape(str(metrics.get('likelihood') or '—'))}</p>"
-    )
+    epochs = metrics.get("epochs", len(rows))
+    done = ([f"{_fmt(epochs)} epochs"] if epochs else []) + [
+        f"batch {train.get('batch_size', '?')}", f"lr {train.get('lr', '?')}", f"seed {train.get('seed', '?')}"]
+    if "train_seconds" in metrics:  # (a run evaluated without training here, e.g. a refined copy, has none)
+        done.append(f"{_fmt(metrics['train_seconds'])} s training")
+    done.append(f"likelihood {html.escape(str(metrics.get('likelihood') or '—'))}")
+    parts.append(f"<p class='sub'>{' · '.join(done)}</p>")
+    refinement = config.get("refinement")
+    if isinstance(refinement, dict):  # a model saved by `cluster --refine --save`
+        done = " · ".join(f"{k} {html.escape(str(v))}" for k, v in refinement.items() if v is not None)
+        parts.append(f"<p class='sub'>Encoder self-trained on its own clusters (cluster --refine) from "
+                     f"{html.escape(str(config.get('refined_from', '?')))}: {done}</p>")
     test = metrics.get("test", {})
     if test:
         parts.append("<h2>Test metrics</h2><table><tr><th>metric</th><th>value</th><th>meaning</th></tr>")
