@@ -17,7 +17,8 @@ floor and optional ceiling (:meth:`NeuralTopicModel.topic_word`), since raw deco
 rare tokens. Two training options, off by default: ``kl_warmup`` (the KL weight rises from 0 over that many
 updates) and ``length_power`` (documents weighted by words^−p in the training loss; on 20 Newsgroups
 validation documents p = 1 raised coherence at K = 50 by about 0.2 NPMI at the cost of diversity). The setting
-measured in docs/results.md adds ``alpha=0.1, dropout=0`` and ``ranking="frex", frex_weight=0.6`` to p = 1.
+measured in docs/results.md adds ``alpha=0.1, dropout=0`` and ``ranking="frex", frex_weight=0.7,
+topic_min_docs_k=0.3`` to p = 1.
 
 Documents come in as word counts. The encoder's first layer reads only a document's distinct
 words (a few dozen of thousands), as a weighted sum of word rows (``embedding_bag``), so rows are
