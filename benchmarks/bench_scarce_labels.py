@@ -46,6 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from machine import cpu_model  # benchmarks/machine.py
+from seed_stats import t_interval  # benchmarks/seed_stats.py
 from torch import nn
 
 from latentforge import VAE
@@ -269,17 +270,6 @@ def run_budget(f: Fold, budget: int | None, seed: int, routes: list[str], a: arg
 def _m1(z, f: Fold, idx, z_val, z_test, seed: int) -> dict:
     r = classify_codes(z, f.y, idx, z_test, f.y_test, z_val=z_val, y_val=f.y_val, seed=seed)
     return {**r.test, "C": r.C, "val_auc": r.validation["auc"]}
-
-
-def t_interval(d: np.ndarray) -> tuple[float, float, float]:
-    """Mean of ``d`` and its 95% Student-t interval (NaN bounds for one value)."""
-    from scipy import stats
-
-    m = float(np.mean(d))
-    if len(d) < 2:
-        return m, float("nan"), float("nan")
-    h = float(stats.t.ppf(0.975, len(d) - 1) * np.std(d, ddof=1) / np.sqrt(len(d)))
-    return m, m - h, m + h
 
 
 def summarise(results: dict) -> tuple[str, list[dict]]:
