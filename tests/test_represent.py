@@ -177,7 +177,8 @@ def test_cluster_saves_the_refined_model_as_a_run(runs, tmp_path, capsys) -> Non
     assert before.shape == after.shape and not np.allclose(before, after)  # the refined encoder, not the original
     assert main(["cluster", str(saved), "--k", "10", "--json"]) == 0  # a run like any other
     assert main(["report", str(saved)]) == 0
-    assert "self-trained on its own clusters" in (saved / "report.html").read_text()
+    page = (saved / "report.html").read_text()
+    assert "self-trained on its own clusters" in page and "0 epochs" not in page and "s training" not in page
     capsys.readouterr()
     assert main(["cluster", str(runs / "ae2"), "--k", "10", "--refine", "--save", str(saved)]) == 2
     assert "not empty" in capsys.readouterr().err  # checked before the refinement, nothing overwritten
@@ -185,6 +186,28 @@ def test_cluster_saves_the_refined_model_as_a_run(runs, tmp_path, capsys) -> Non
     assert "is the run being refined" in capsys.readouterr().err
     assert main(["cluster", str(runs / "ae2"), "--k", "10", "--save", str(tmp_path / "new")]) == 2
     assert "add --refine" in capsys.readouterr().err and not (tmp_path / "new").exists()
+    (tmp_path / "afile").write_text("x")
+    assert main(["cluster", str(runs / "ae2"), "--k", "10", "--refine", "--save", str(tmp_path / "afile" / "sub")]) == 2
+    assert "is a file, so no folder can be made" in capsys.readouterr().err
+    assert main(["cluster", str(runs / "ae2"), "--k", "10", "--refine", "--save", str(tmp_path / "m.png"),
+                 "--map", str(tmp_path / "m.png")]) == 2
+    assert "another output of this command" in capsys.readouterr().err
+
+
+def test_a_failed_save_leaves_nothing_behind(runs, tmp_path, monkeypatch) -> None:
+    from latentforge import checkpoint
+    from latentforge.run import load_run
+    from latentforge.tasks.represent import save_refined
+
+    model, _ = load_run(runs / "ae2")
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "save_tensors", full_disk)
+    with pytest.raises(UserError, match=f"cannot save the model in {tmp_path / 'out'}: No space left"):
+        save_refined(model, runs / "ae2", tmp_path / "out", {"k": 10})
+    assert list(tmp_path.iterdir()) == []  # no folder, no temporary one
 
 
 def test_a_file_is_used_whole_and_in_order(runs, tmp_path, digits) -> None:

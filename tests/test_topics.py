@@ -77,6 +77,21 @@ def test_the_floor_relative_to_the_number_of_topics_applies_when_it_is_the_highe
     assert listed[5] == [0, 2, 3]  # floor 6 %; word 4 stays below the absolute 0.5 % at both K
     with pytest.raises(SettingError, match="floor"):
         build_model("prodlda", input_shape=[5], latent_dim=2, topic_min_docs_k=0.5, topic_max_docs=0.2)
+    high = build_model("prodlda", input_shape=[5], latent_dim=1, hidden=[4], topic_min_docs_k=1.0)
+    x[:, 0] = 0  # the commonest word is now in 20 % of the documents, below a floor of 1 / 1
+    with pytest.raises(UserError, match="no word is in between"):  # refused at the start, not a silent list of all
+        high.prepare(Dataset(x=sp.csr_matrix(x)))
+
+
+def test_topic_model_passes_the_floor_per_topic_to_its_model_and_keeps_it(tmp_path) -> None:
+    texts, _ = planted(60)
+    tm = TopicModel(n_components=2, hidden=(8,), epochs=1, batch_size=16, min_df=1, max_df=1.0, random_state=0,
+                    device="cpu", topic_min_docs_k=0.3).fit(texts)
+    assert tm.model_.topic_min_docs_k == 0.3 and tm.get_params()["topic_min_docs_k"] == 0.3
+    tm.save_pretrained(tmp_path / "tm")
+    assert TopicModel.from_pretrained(tmp_path / "tm").model_.topic_min_docs_k == 0.3
+    with pytest.raises(UserError, match="topic_min_docs_k"):
+        TopicModel(n_components=2, hidden=(8,), epochs=1, device="cpu", topic_min_docs_k=2).fit(texts)
 
 
 def test_frex_ranks_by_the_harmonic_mean_of_frequency_and_exclusivity_ranks() -> None:
@@ -282,3 +297,17 @@ def test_cli_end_to_end_on_a_tiny_text_folder(tmp_path, capsys) -> None:
 def test_a_word_ceiling_below_the_floor_is_refused() -> None:
     with pytest.raises(UserError, match="topic_max_docs"):
         build_model("prodlda", input_shape=[20], latent_dim=2, topic_min_docs=0.2, topic_max_docs=0.1)
+
+
+def test_the_floor_per_topic_flag_is_checked_and_named(tmp_path, capsys) -> None:
+    texts, _ = planted(20)
+    (tmp_path / "docs").mkdir()
+    for i, t in enumerate(texts):
+        (tmp_path / "docs" / f"{i}.txt").write_text(t)
+    base = ["train", "prodlda", "--data", str(tmp_path / "docs"), "--epochs", "1", "--latent-dim", "2",
+            "--min-df", "1", "--max-df", "1.0", "--device", "cpu", "--eval-k", "0"]
+    assert main([*base, "--topic-min-docs-k", "2", "--out", str(tmp_path / "a")]) == 2
+    assert "--topic-min-docs-k" in capsys.readouterr().err
+    assert main([*base, "--topic-min-docs-k", "0.6", "--topic-max-docs", "0.2", "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "topic_min_docs_k 0.6" in err and "no word could be listed" in err  # the floor 0.3 is above the ceiling

@@ -27,15 +27,16 @@ WEIGHTS = "model.safetensors"
 TRAIN_STATE = "checkpoint"
 FORMAT_VERSION = 1  # of config.json and checkpoint/state.json; raise it when an older latentforge could misread them
 
-__all__ = ["CONFIG", "FORMAT_VERSION", "TRAIN_STATE", "WEIGHTS", "check_format", "load_model", "load_tensors",
+__all__ = ["CONFIG", "FORMAT_VERSION", "TRAIN_STATE", "WEIGHTS", "check_format", "disk_errors", "load_model", "load_tensors",
            "load_training_extra", "load_training_state", "read_config", "read_json", "save_model", "save_tensors",
            "save_training_state", "write_json"]
 
 
-def save_model(model: nn.Module, directory: Path, extra: dict | None = None) -> None:
-    """Write ``model.safetensors`` and ``config.json`` (model name + config + ``extra``)."""
+def save_model(model: nn.Module, directory: Path, extra: dict | None = None, *, shown_as: Path | None = None) -> None:
+    """Write ``model.safetensors`` and ``config.json`` (model name + config + ``extra``). ``shown_as``: the folder
+    an error names, when ``directory`` is a temporary one that will be renamed to it."""
     directory = Path(directory)
-    with _disk_errors(f"cannot save the model in {directory}", "no file already there was damaged"):
+    with disk_errors(f"cannot save the model in {shown_as or directory}", "no file already there was damaged"):
         directory.mkdir(parents=True, exist_ok=True)
         save_tensors(directory / WEIGHTS, model.state_dict(), {"format": "pt"})
         config = read_json(directory / CONFIG) if (directory / CONFIG).exists() else {}
@@ -45,7 +46,7 @@ def save_model(model: nn.Module, directory: Path, extra: dict | None = None) -> 
 
 
 @contextmanager
-def _disk_errors(what: str, kept: str) -> Iterator[None]:
+def disk_errors(what: str, kept: str) -> Iterator[None]:
     """An OSError while writing (a full disk, a read-only folder) as a UserError that says what is kept.
     Every write goes to a temporary name first, so nothing already written is damaged."""
     try:
@@ -157,7 +158,7 @@ def save_training_state(run_dir: Path, model: nn.Module, optimizers: dict[str, t
             if final.exists() else "no checkpoint had been written yet")
     tmp = None
     try:
-        with _disk_errors(f"cannot write the checkpoint of epoch {state.get('epoch', '?')} in {run_dir}", kept):
+        with disk_errors(f"cannot write the checkpoint of epoch {state.get('epoch', '?')} in {run_dir}", kept):
             for stale in run_dir.glob(".checkpoint-*"):  # left by a process killed while writing (one writer per run)
                 shutil.rmtree(stale, ignore_errors=True)
             tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=".checkpoint-"))

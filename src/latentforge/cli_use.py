@@ -90,7 +90,7 @@ def cluster(
 
     from .metrics.representation import clustering_scores
     from .data.image_transforms import check_images, parse_image_augment
-    from .tasks.represent import (Clustering, check_refine, check_request, check_save_dir, cluster_codes,
+    from .tasks.represent import (REFINE_BATCH, Clustering, check_refine, check_request, check_save_dir, cluster_codes,
                                   embed as embed_rows, refine as refine_clusters, save_refined)
 
     check_request(k, method)
@@ -104,7 +104,7 @@ def cluster(
     if save is not None:
         if not refine:
             raise UserError("--save keeps the refined model; add --refine (or drop --save)")
-        check_save_dir(save, run)
+        check_save_dir(save, run, others=(out, map_png))
     if out is not None:
         out_file(out, (".csv",))
     if map_png is not None:
@@ -117,9 +117,10 @@ def cluster(
         found = refine_clusters(model, ds, found, epochs=refine_epochs, gamma=gamma, lr=refine_lr, seed=seed,
                                 device=device, codes=z, augment=augment, tol=refine_tol)
         if save is not None:
-            save_refined(model, run, save, {"k": k, "method": found.method, "epochs": len(found.history),
-                                            "gamma": gamma, "lr": refine_lr, "tol": refine_tol, "augment": augment,
-                                            "seed": seed})
+            save_refined(model, run, save, {"data": ds.name, "k": k, "method": found.method,
+                                            "umap_dim": umap_dim if method == "umap-gmm" else None,
+                                            "epochs": len(found.history), "gamma": gamma, "lr": refine_lr,
+                                            "batch_size": REFINE_BATCH, "tol": refine_tol, "augment": augment, "seed": seed})
         if map_png is not None or recluster:  # the refined encoder's codes
             z = embed_rows(model, ds, device=device)
         if recluster:

@@ -41,11 +41,12 @@ class TopicModel(ModelEstimator):
 
     def __init__(self, n_components: int = 20, kind: str = "prodlda", hidden: Sequence[int] = (200, 200),
                  dropout: float = 0.2, log_counts: bool = True, alpha: float = 1.0, relevance: float = 0.75,
-                 topic_min_docs: float = 0.005, topic_min_docs_k: float = 0.0, kl_warmup: int = 0, length_power: float = 0.0,
+                 topic_min_docs: float = 0.005, kl_warmup: int = 0, length_power: float = 0.0,
                  ranking: str = "relevance", frex_weight: float = 0.5, topic_max_docs: float = 1.0,
                  vocab_size: int = 5000, min_df: float = 2, max_df: float = 0.5,
                  text_column: str = "text", epochs: int = 200, batch_size: int = 200, lr: float = 2e-3, random_state: int | None = None,
-                 device: str = "auto", verbose: bool = False, precision: str = "auto") -> None:
+                 device: str = "auto", verbose: bool = False, precision: str = "auto",
+                 topic_min_docs_k: float = 0.0) -> None:
         self.n_components = n_components
         self.kind = kind
         self.hidden = hidden

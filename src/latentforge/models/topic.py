@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import UserError
 from ..nn import exporting
 from ..settings import SettingError, default, setting
 from .base import Batch, Model, ModelConfig
@@ -157,6 +158,23 @@ class NeuralTopicModel(Model):
         self.word_bias_param().copy_(log_freq - log_freq.mean())
         docs = np.asarray((data.x > 0).sum(0), dtype=np.float64).ravel() / max(data.x.shape[0], 1)
         self.word_docs.copy_(torch.as_tensor(docs, dtype=torch.float32))
+        self.listed_words()  # a band of document shares no word falls in is refused before training
+
+    def listed_words(self) -> torch.Tensor:
+        """(V,) True for the words a topic may list: those in at least the floor (the larger of ``topic_min_docs``
+        and ``topic_min_docs_k`` / K) and at most ``topic_max_docs`` of the training documents. Every word of a
+        model that has seen no data. An empty band is an error, not a silent return to listing every word."""
+        if not self.word_docs.any():
+            return torch.ones_like(self.word_docs, dtype=torch.bool)
+        floor = max(self.topic_min_docs, self.topic_min_docs_k / self.latent_dim)
+        listed = (self.word_docs >= floor) & (self.word_docs <= self.topic_max_docs)
+        if not listed.any():
+            raise UserError(f"no word is in between {floor:.4g} (topic_min_docs {self.topic_min_docs}, "
+                            f"topic_min_docs_k {self.topic_min_docs_k} / {self.latent_dim} topics) and "
+                            f"{self.topic_max_docs:.4g} (topic_max_docs) of the training documents (the commonest is "
+                            f"in {float(self.word_docs.max()):.4g}), so topics would have no words to list; lower "
+                            "--topic-min-docs / --topic-min-docs-k or raise --topic-max-docs")
+        return listed
 
     def first_layer(self, x: torch.Tensor) -> torch.Tensor:
         """``x @ W + b`` from the non-zero counts of ``x`` only (the dense product while exporting)."""
@@ -276,10 +294,7 @@ class NeuralTopicModel(Model):
         ``topic_max_docs`` of them (words of nearly every document) are not listed (score −∞)."""
         logp = F.log_softmax(self.topic_logits().float(), dim=-1)
         topics, background = logp[:-1], logp[-1:]
-        floor = max(self.topic_min_docs, self.topic_min_docs_k / self.latent_dim)
-        unlisted = (self.word_docs < floor) | (self.word_docs > self.topic_max_docs)
-        if not self.word_docs.any() or unlisted.all():  # (a model that has seen no data ranks every word)
-            unlisted = torch.zeros_like(unlisted)
+        unlisted = ~self.listed_words()
         if self.ranking == "frex":
             exclusivity = topics - torch.logsumexp(topics, dim=0, keepdim=True)  # log p(w|k) / Σ_j p(w|j)
             freq, excl = self.listed_ecdf(topics, unlisted), self.listed_ecdf(exclusivity, unlisted)

@@ -144,8 +144,11 @@ def check_refine(*, epochs: int, gamma: float, lr: float, tol: float) -> None:
         raise UserError(f"--refine-tol must be a share of rows in [0, 1), got {tol}")
 
 
+REFINE_BATCH = 256  # DEC's batch size (Xie et al. 2016)
+
+
 def refine(model: nn.Module, ds: Dataset, start: Clustering, *, epochs: int = 10, gamma: float = 0.1,
-           lr: float = 1e-3, batch_size: int = 256, seed: int = 0, device: str = "cpu",
+           lr: float = 1e-3, batch_size: int = REFINE_BATCH, seed: int = 0, device: str = "cpu",
            progress: bool | None = None, codes: np.ndarray | None = None, augment: str | None = None,
            tol: float = 0.001) -> Clustering:
     """DEC/IDEC self-training of ``model``'s encoder from the ``start`` clusters (their code means are the first
@@ -175,45 +178,61 @@ def refine(model: nn.Module, ds: Dataset, start: Clustering, *, epochs: int = 10
     return Clustering(proba.argmax(1), proba.max(1), f"{start.method}+{'idec' if gamma > 0 else 'dec'}", history)
 
 
-def check_save_dir(out, source) -> None:
-    """Refuse, before any work, a ``--save`` folder that would overwrite something: the source run itself, a file,
-    or a folder with files in it."""
+def check_save_dir(out, source, *, others: tuple = ()) -> None:
+    """Refuse, before any work, a ``--save`` folder that could not be written or would overwrite something: the
+    source run itself, a file, a folder with files in it, one of the command's other outputs (``others``), or a
+    place under a file or a folder this process cannot write in."""
+    import os
     from pathlib import Path
 
     out, source = Path(out), Path(source)
     if out.exists() and source.exists() and out.resolve() == source.resolve():
         raise UserError(f"--save {out} is the run being refined; it keeps the model as trained. Choose a new folder")
+    if any(o is not None and Path(o).resolve() == out.resolve() for o in others):
+        raise UserError(f"--save {out} is also another output of this command; choose a folder of its own")
     if out.exists() and not out.is_dir():
         raise UserError(f"--save {out} is a file, not a folder; choose another")
     if out.is_dir() and any(out.iterdir()):
         raise UserError(f"--save {out} already exists and is not empty; choose a new folder")
+    above = out.absolute().parent
+    while not above.exists():
+        above = above.parent
+    if not above.is_dir():
+        raise UserError(f"--save {out}: {above} is a file, so no folder can be made under it; choose another place")
+    if not os.access(above, os.W_OK | os.X_OK):
+        raise UserError(f"--save {out}: cannot write in {above}; choose a folder you can write in")
 
 
 def save_refined(model: nn.Module, source, out, refinement: dict) -> None:
     """Write ``model`` (refined by :func:`refine`) as a run directory ``out``: ``source``'s config.json with the
     refinement recorded (``refined_from``, ``refinement``) and the refined weights, so that ``embed``, ``cluster``
     and ``plot`` can use the refined encoder. The folder appears complete or not at all."""
-    import json
     import shutil
     import tempfile
     from pathlib import Path
 
-    from ..checkpoint import CONFIG, read_config, save_model
+    from ..checkpoint import CONFIG, disk_errors, read_config, save_model, write_json
 
     out, source = Path(out), Path(source)
     check_save_dir(out, source)
     config = read_config(source)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
-        (tmp / CONFIG).write_text(json.dumps(config, indent=2))
-        save_model(model, tmp, extra={"refined_from": str(source), "refinement": refinement})
-        if out.is_dir():
-            out.rmdir()  # empty (checked above)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    for key in ("estimator_class", "estimator"):  # a saved estimator's own record describes the model before refining
+        config.pop(key, None)
+    earlier = config.get("refinement")
+    refinement = {**refinement, **({"earlier": earlier} if isinstance(earlier, dict) else {})}
+    with disk_errors(f"cannot save the refined model in {out}", "nothing was written there"):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+        try:
+            write_json(tmp / CONFIG, config)
+            save_model(model, tmp, extra={"refined_from": str(source.resolve()), "refinement": refinement},
+                       shown_as=out)
+            if out.is_dir():
+                out.rmdir()  # empty (checked above)
+            tmp.rename(out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
 
 CODE_FILES = (".npy", ".csv", ".parquet")
