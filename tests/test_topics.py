@@ -273,6 +273,16 @@ def test_cli_end_to_end_on_a_tiny_text_folder(tmp_path, capsys) -> None:
     assert [len(t["words"]) for t in table["topics"]] == [3, 3] and all(-1 <= t["npmi"] <= 1 for t in table["topics"])
     assert sorted(set(t["words"]) <= set(FRUIT) for t in table["topics"]) == [False, True]
     assert main(["topics", str(run), "--top", "0"]) == 2 and main(["topics", str(run), "--top", "21"]) == 2
+    assert main(["topics", str(run), "--top", "3", "--json", "--ranking", "frex", "--frex-weight", "1"]) == 0
+    by_exclusivity = json.loads(capsys.readouterr().out)["topics"]  # the same weights, words by another rule
+    assert [len(t["words"]) for t in by_exclusivity] == [3, 3]
+    model_config = json.loads((run / "config.json").read_text())["model_config"]
+    assert model_config["ranking"] == "relevance"  # nothing saved
+    assert main(["topics", str(run), "--frex-weight", "1.5"]) == 2
+    assert "--frex-weight must be at most 1" in capsys.readouterr().err
+    assert main(["topics", str(run), "--ranking", "lift"]) == 2
+    assert main(["topics", str(run), "--topic-min-docs-k", "1", "--topic-max-docs", "0.3"]) == 2
+    assert "no word could be listed" in capsys.readouterr().err
     assert main(["topics", str(tmp_path / "docs")]) == 2  # not a run
     capsys.readouterr()
     assert main(["embed", str(run), "--split", "all", "--out", str(tmp_path / "z.npy")]) == 0  # documents' codes

@@ -86,16 +86,29 @@ def topics(
     run: Path = typer.Argument(..., help="Run directory of prodlda / nvdm (or a save_pretrained folder)."),
     top: int = typer.Option(10, "--top", help="Words per topic."),
     json_out: bool = typer.Option(False, "--json", help="Print {reference, topics: [{topic, words, npmi}]} as JSON."),
+    ranking: Optional[str] = typer.Option(None, "--ranking", help="List words by relevance or frex instead of the "
+                                          "run's ranking (the same weights; nothing is saved)."),
+    relevance: Optional[float] = typer.Option(None, "--relevance", help="With relevance: λ, 1 = most probable."),
+    frex_weight: Optional[float] = typer.Option(None, "--frex-weight", help="With frex: the weight of exclusivity."),
+    topic_min_docs: Optional[float] = typer.Option(None, "--topic-min-docs", help="List only words in at least this "
+                                                   "share of the training documents."),
+    topic_min_docs_k: Optional[float] = typer.Option(None, "--topic-min-docs-k", help="… and in at least this / K "
+                                                     "of them."),
+    topic_max_docs: Optional[float] = typer.Option(None, "--topic-max-docs", help="List only words in at most this "
+                                                   "share of the training documents."),
 ) -> None:
-    """Each topic's most characteristic words, with their NPMI coherence on the run's test documents."""
+    """Each topic's most characteristic words, with their NPMI coherence on the run's test documents. The ranking
+    options show the same model's topics by other rules, to compare them without training again."""
     from .run import load_run
     from .tasks import run_splits
-    from .tasks.topics import render_topics, topic_table
+    from .tasks.topics import present_with, render_topics, topic_table
 
     positive("--top", top)
     model, config = load_run(run)
     if not hasattr(model, "topic_word"):
         raise UserError(f"{run}: model {model.registry_name!r} is not a topic model; train prodlda or nvdm")
+    present_with(model, ranking=ranking, relevance=relevance, frex_weight=frex_weight, topic_min_docs=topic_min_docs,
+                 topic_min_docs_k=topic_min_docs_k, topic_max_docs=topic_max_docs)
     if top > model.n_words:
         raise UserError(f"--top {top} is more than the model's {model.n_words} words; ask for fewer")
     reference = None

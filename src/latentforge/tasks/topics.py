@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..data import Dataset, Splits
+from ..errors import UserError
 from ..data.text import TextData, load_text_splits, read_documents
 from ..io import read_json, write_json
 from ..metrics.representation import representation_scores
@@ -164,6 +165,24 @@ def evaluate_topics(model: nn.Module, test: Dataset, *, device="cpu", seed: int 
     return out
 
 
+PRESENTATION = ("ranking", "relevance", "frex_weight", "topic_min_docs", "topic_min_docs_k", "topic_max_docs")
+
+
+def present_with(model: nn.Module, **changes) -> None:
+    """Set how ``model`` lists its topic words (the settings of PRESENTATION; ``None`` keeps the saved value),
+    checked as at training: the same trained weights, other words shown."""
+    changes = {k: v for k, v in changes.items() if v is not None}
+    unknown = set(changes) - set(PRESENTATION)
+    if unknown:
+        raise UserError(f"not a presentation setting: {', '.join(sorted(unknown))}")
+    if not changes:
+        return
+    model.Config.from_dict({**model.config, **changes}, where=f" of {model.registry_name}")  # checks every rule
+    for k, v in changes.items():
+        setattr(model, k, v)
+    model.listed_words()  # a band no word falls in is an error here too
+
+
 def topic_table(model: nn.Module, reference: Dataset | None, *, top: int = TOP) -> dict:
     """Each topic's ``top`` words and, with a ``reference`` corpus, their NPMI; topics in model order."""
     idx = ranked_words(model, top)
@@ -176,7 +195,9 @@ def topic_table(model: nn.Module, reference: Dataset | None, *, top: int = TOP) 
 
 def render_topics(table: dict) -> str:
     """The topic list as text: one line per topic, its NPMI first."""
-    lines = [f"{len(table['topics'])} topics" + (f"; NPMI on {table['reference']}" if table["reference"] else "")]
+    scores = [t["npmi"] for t in table["topics"] if t["npmi"] is not None]
+    lines = [f"{len(table['topics'])} topics" + (f"; NPMI on {table['reference']}" if table["reference"] else "")
+             + (f" (mean {sum(scores) / len(scores):+.3f})" if scores else "")]
     for t in table["topics"]:
         score = f"{t['npmi']:+.3f}" if t["npmi"] is not None else "   —  "
         lines.append(f"{t['topic']:>3}  {score}  {' '.join(t['words'])}")
