@@ -147,7 +147,7 @@ def save_latent_map(z: np.ndarray, labels: np.ndarray | None, path: Path, *, lab
         _scatter(plt, ax, xy, colour, names)
         ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")  # (with the legend beside a map of many classes)
     plt.close(fig)
     return Path(path)
 
@@ -162,7 +162,10 @@ def _scatter(plt, ax, xy: np.ndarray, colour: np.ndarray | None, names: list[str
             m = colour == c
             name = names[int(c)] if names is not None and 0 <= int(c) < len(names) else str(c)
             ax.scatter(xy[m, 0], xy[m, 1], s=6, color=cmap(i % cmap.N), label=name, alpha=0.8)
-        ax.legend(markerscale=3, fontsize=8, loc="best", ncol=2 if len(classes) > 10 else 1)
+        if len(classes) > 10:  # a long legend would cover the points: beside the map instead
+            ax.legend(markerscale=3, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+        else:
+            ax.legend(markerscale=3, fontsize=8, loc="best")
     ax.set_xticks([])
     ax.set_yticks([])
 

@@ -101,7 +101,8 @@ class TopicsTask(Task):
             n = min(len(test), 1000)
             codes = document_codes(model, test.subset(np.arange(n)))
             labels = None if test.y is None else np.asarray(test.y[:n])
-            plots.save_latent_map(codes, labels, Path(run_dir) / "documents.png", label_names=test.label_names)
+            plots.save_latent_map(codes, labels, Path(run_dir) / "documents.png", label_names=test.label_names,
+                                  what="test documents")
 
     def report_sections(self, run_dir: Path) -> list[str]:
         path = Path(run_dir) / TOPICS_FILE
