@@ -29,6 +29,7 @@ import numpy as np
 from latentforge.data.text import load_text_splits
 from latentforge.metrics.representation import representation_scores
 from latentforge.metrics.topics import binary_docs, npmi, top_words, topic_diversity
+from latentforge.tasks.topics import present_with
 from machine import cpu_model  # noqa: E402  (benchmarks/machine.py)
 
 # Chosen on validation documents with --tune (docs/results.md): documents weighted by 1 / their length, a sparser
@@ -102,8 +103,7 @@ def other_rankings(out: Path, test) -> dict[str, dict]:
     model, _ = load_run(out)
     rows = {}
     for name, attrs in OTHER_RANKINGS.items():
-        for a, v in attrs.items():
-            setattr(model, a, v)
+        present_with(model, **attrs)
         top = top_words(model.topic_word().numpy(), 25)
         rows[name] = {"npmi": npmi(top, binary_docs(test.x), n=10), "diversity": topic_diversity(top, n=25)}
     return rows
@@ -159,8 +159,7 @@ def tune(k: int, seed: int, rows: list[int] | None = None) -> None:
         # topic_max_docs: no ceiling, or words in at most 30 % of the training documents
         for cap, floor_k in [(1.0, f) for f in FLOORS_K] + [(0.3, 0.0)]:
             for name, r in RANKINGS.items():
-                for attr, v in {**r, "topic_max_docs": cap, "topic_min_docs_k": floor_k}.items():
-                    setattr(model, attr, v)
+                present_with(model, **r, topic_max_docs=cap, topic_min_docs_k=floor_k)
                 top = top_words(model.topic_word().numpy(), 25)
                 key = name + ("" if cap == 1.0 else f", max docs {cap}") + (f", min docs {floor_k}/K" if floor_k else "")
                 row[f"npmi@{key}"] = round(npmi(top, binary_docs(val.x), n=10), 4)

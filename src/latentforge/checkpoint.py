@@ -9,7 +9,6 @@ half-written file where a good one was.
 from __future__ import annotations
 
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +17,7 @@ import torch
 from torch import nn
 
 from .errors import UserError
-from .io import load_tensors, read_json, read_json_object, replace_folder, save_tensors, write_json
+from .io import atomic_folder, load_tensors, read_json, read_json_object, save_tensors, write_json
 from .models import model_class
 from .settings import SettingError
 
@@ -156,21 +155,15 @@ def save_training_state(run_dir: Path, model: nn.Module, optimizers: dict[str, t
         opt_info[name] = info
     kept = (f"the previous checkpoint ({final}) is intact: continue later with --resume --out {run_dir}"
             if final.exists() else "no checkpoint had been written yet")
-    tmp = None
-    try:
-        with disk_errors(f"cannot write the checkpoint of epoch {state.get('epoch', '?')} in {run_dir}", kept):
-            for stale in run_dir.glob(".checkpoint-*"):  # left by a process killed while writing (one writer per run)
-                shutil.rmtree(stale, ignore_errors=True)
-            tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=".checkpoint-"))
+    with disk_errors(f"cannot write the checkpoint of epoch {state.get('epoch', '?')} in {run_dir}", kept):
+        for stale in run_dir.glob(".checkpoint-*"):  # left by a process killed while writing (one writer per run)
+            shutil.rmtree(stale, ignore_errors=True)
+        with atomic_folder(final, prefix=".checkpoint-") as tmp:  # a failed write leaves no half-made folder
             save_tensors(tmp / WEIGHTS, model.state_dict())
             save_tensors(tmp / "train_state.safetensors", tensors)
             for name, tensors_ in (extra or {}).items():
                 save_tensors(tmp / f"{name}.safetensors", tensors_)
             write_json(tmp / "state.json", {**state, "optimizers": opt_info, "format_version": FORMAT_VERSION})
-            replace_folder(tmp, final)
-    finally:
-        if tmp is not None and tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)  # a failed write leaves no half-made folder behind
 
 
 def load_training_state(run_dir: Path, model: nn.Module, optimizers: dict[str, torch.optim.Optimizer]) -> tuple[dict, dict]:

@@ -39,6 +39,22 @@ def atomic_path(path: str | Path, *, suffix: str = "") -> Iterator[Path]:
         raise
 
 
+@contextmanager
+def atomic_folder(final: str | Path, *, prefix: str | None = None) -> Iterator[Path]:
+    """A temporary folder next to ``final`` (named ``prefix``…, default ``.<name>.``) to write into, put in
+    ``final``'s place by :func:`replace_folder` when the block succeeds and removed when it fails: ``final`` is
+    the old folder or the complete new one, never a half-written one."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=prefix or f".{final.name}."))
+    try:
+        yield tmp
+        replace_folder(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def replace_folder(new: str | Path, final: str | Path) -> None:
     """Put the complete folder ``new`` where ``final`` is. On Linux the two are exchanged in one atomic step, so
     a process killed at any moment leaves either the old or the new folder at ``final``. Elsewhere the old

@@ -57,14 +57,14 @@ def write_report(run_dir: Path) -> Path:
     if "train_seconds" in metrics:  # (a run evaluated without training here, e.g. a refined copy, has none)
         done.append(f"{_fmt(metrics['train_seconds'])} s training")
     done.append(f"likelihood {html.escape(str(metrics.get('likelihood') or '—'))}")
-    trained = "trained with " if isinstance(config.get("refinement"), dict) else ""  # (before the refinement)
-    parts.append(f"<p class='sub'>{trained}{' · '.join(done)}</p>")
     refinement = config.get("refinement")
-    if isinstance(refinement, dict):  # a model saved by `cluster --refine --save`
-        done = " · ".join(f"{html.escape(str(k))} {html.escape(str(v))}" for k, v in refinement.items()
-                          if v is not None and k != "earlier")
+    refined = isinstance(refinement, dict)  # a model saved by `cluster --refine --save`
+    parts.append(f"<p class='sub'>{'trained with ' if refined else ''}{' · '.join(done)}</p>")
+    if refined:
+        how = " · ".join(f"{html.escape(str(k))} {html.escape(str(v))}" for k, v in refinement.items()
+                         if v is not None and k != "earlier")
         parts.append(f"<p class='sub'>Encoder self-trained on its own clusters (cluster --refine) from "
-                     f"{html.escape(str(config.get('refined_from', '?')))}: {done}</p>")
+                     f"{html.escape(str(config.get('refined_from', '?')))}: {how}</p>")
     test = metrics.get("test", {})
     if test:
         parts.append("<h2>Test metrics</h2><table><tr><th>metric</th><th>value</th><th>meaning</th></tr>")

@@ -12,8 +12,6 @@ estimators whose whole fitted state is the model (``partial_fit_refused = None``
 from __future__ import annotations
 
 import copy
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -25,7 +23,7 @@ from sklearn.utils.metaestimators import available_if
 from ..checkpoint import CONFIG, TRAIN_STATE, WEIGHTS, load_model, read_config, save_model
 from ..data import Dataset, from_array
 from ..errors import UserError
-from ..io import replace_folder, write_json
+from ..io import atomic_folder, write_json
 from ..models import model_class
 from ..settings import SettingError
 from ..precision import set_precision
@@ -247,14 +245,8 @@ class ModelEstimator(BaseEstimator):
         not_fitted(self)
         directory = Path(directory)
         _check_save_target(directory, type(self).__name__, overwrite)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.saving-"))
-        try:
+        with atomic_folder(directory, prefix=f".{directory.name}.saving-") as tmp:
             self._write(tmp)
-            replace_folder(tmp, directory)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return directory
 
     def _write(self, directory: Path) -> None:

@@ -45,6 +45,12 @@ from .base import Batch, Model, ModelConfig
 from .registry import register
 
 
+def word_floor(min_docs: float, min_docs_k: float, k: int) -> float:
+    """The least share of training documents a topic word must be in: ``min_docs``, or ``min_docs_k`` / K where
+    that is higher."""
+    return max(min_docs, min_docs_k / k)
+
+
 @dataclass
 class TopicConfig(ModelConfig):
     """Settings every topic model has; ``vocabulary`` comes from the data."""
@@ -83,7 +89,7 @@ class TopicConfig(ModelConfig):
 
     def check(self) -> None:
         super().check()
-        floor = max(self.topic_min_docs, self.topic_min_docs_k / self.latent_dim)
+        floor = word_floor(self.topic_min_docs, self.topic_min_docs_k, self.latent_dim)
         if self.topic_max_docs < floor:
             raise SettingError("topic_max_docs", f"{self.topic_max_docs} is below the floor on a topic word's share "
                                f"of documents ({floor:g}, from topic_min_docs {self.topic_min_docs} and "
@@ -166,7 +172,7 @@ class NeuralTopicModel(Model):
         model that has seen no data. An empty band is an error, not a silent return to listing every word."""
         if not self.word_docs.any():
             return torch.ones_like(self.word_docs, dtype=torch.bool)
-        floor = max(self.topic_min_docs, self.topic_min_docs_k / self.latent_dim)
+        floor = word_floor(self.topic_min_docs, self.topic_min_docs_k, self.latent_dim)
         listed = (self.word_docs >= floor) & (self.word_docs <= self.topic_max_docs)
         if not listed.any():
             raise UserError(f"no word is in between {floor:.4g} (topic_min_docs {self.topic_min_docs}, "

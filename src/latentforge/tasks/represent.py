@@ -207,11 +207,10 @@ def save_refined(model: nn.Module, source, out, refinement: dict) -> None:
     """Write ``model`` (refined by :func:`refine`) as a run directory ``out``: ``source``'s config.json with the
     refinement recorded (``refined_from``, ``refinement``) and the refined weights, so that ``embed``, ``cluster``
     and ``plot`` can use the refined encoder. The folder appears complete or not at all."""
-    import shutil
-    import tempfile
     from pathlib import Path
 
     from ..checkpoint import CONFIG, disk_errors, read_config, save_model, write_json
+    from ..io import atomic_folder
 
     out, source = Path(out), Path(source)
     check_save_dir(out, source)
@@ -220,19 +219,10 @@ def save_refined(model: nn.Module, source, out, refinement: dict) -> None:
         config.pop(key, None)
     earlier = config.get("refinement")
     refinement = {**refinement, **({"earlier": earlier} if isinstance(earlier, dict) else {})}
-    with disk_errors(f"cannot save the refined model in {out}", "nothing was written there"):
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-        try:
-            write_json(tmp / CONFIG, config)
-            save_model(model, tmp, extra={"refined_from": str(source.resolve()), "refinement": refinement},
-                       shown_as=out)
-            if out.is_dir():
-                out.rmdir()  # empty (checked above)
-            tmp.rename(out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+    with disk_errors(f"cannot save the refined model in {out}", "nothing was written there"), \
+            atomic_folder(out) as tmp:  # (an empty folder already at ``out`` is replaced)
+        write_json(tmp / CONFIG, config)
+        save_model(model, tmp, extra={"refined_from": str(source.resolve()), "refinement": refinement}, shown_as=out)
 
 
 CODE_FILES = (".npy", ".csv", ".parquet")

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from ..data import Dataset, Splits
-from ..errors import UserError
 from ..data.text import TextData, load_text_splits, read_documents
+from ..errors import UserError
 from ..io import read_json, write_json
 from ..metrics.representation import representation_scores
 from ..metrics.topics import binary_docs, npmi_per_topic, perplexity, top_words, topic_diversity
