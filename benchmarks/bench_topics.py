@@ -14,6 +14,8 @@ documents held out for the kept epoch; its settings were chosen on those validat
     python benchmarks/bench_topics.py --k 50
     python benchmarks/bench_topics.py --tune --k 20     # validation scores of the settings tried (~4 min each)
     python benchmarks/bench_topics.py --tune --k 50 --rows 4 7 --seed 1   # some of them, another seed
+    python benchmarks/bench_topics.py --k 20 --seed 2 --skip-anchors --json s2.json   # one seed per process
+    python benchmarks/bench_topics.py --combine s*.json  # mean and 95 % interval over seeds against the targets
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from latentforge.metrics.representation import representation_scores
 from latentforge.metrics.topics import binary_docs, npmi, top_words, topic_diversity
 from latentforge.tasks.topics import present_with
 from machine import cpu_model  # noqa: E402  (benchmarks/machine.py)
+from seed_stats import against, t_interval  # noqa: E402  (benchmarks/seed_stats.py)
 
 # Chosen on validation documents with --tune (docs/results.md): documents weighted by 1 / their length, a sparser
 # Dirichlet prior (α 0.1) without dropout (TUNE_GRID row 10), topic words ranked by FREX with exclusivity weight 0.7
@@ -167,6 +170,36 @@ def tune(k: int, seed: int, rows: list[int] | None = None) -> None:
         print(json.dumps(row), flush=True)
 
 
+TARGET_COLUMNS = ("npmi", "diversity", "probe_acc", "nmi")  # the order of TARGETS' values
+
+
+def combine(files: list[Path]) -> None:
+    """Our rows of earlier runs' --json files together: each target column's mean and 95 % t-interval over the
+    seeds, and whether the target is met, tied (inside the interval) or missed."""
+    rows = []
+    for f in files:
+        got = [r for r in json.loads(Path(f).read_text()) if r.get("method", "").startswith("ours:")]
+        if not got:
+            raise SystemExit(f"{f}: no rows of ours (write it with: bench_topics.py --k K --seed S --json {f})")
+        rows += got
+    seen = [(r["k"], r["seed"]) for r in rows]
+    if len(seen) != len(set(seen)):
+        raise SystemExit("the files repeat a (K, seed): each seed should come from one run")
+    print(f"\n## ours over seeds, combined from {len(files)} runs\n")
+    print("| K | seeds | " + " | ".join(TARGET_COLUMNS) + " | training s |")
+    print("|---|---|" + "---|" * (len(TARGET_COLUMNS) + 1))
+    for k in sorted({r["k"] for r in rows}):
+        mine = sorted((r for r in rows if r["k"] == k), key=lambda r: r["seed"])
+        for r in mine:
+            print(f"| {k} | {r['seed']} | " + " | ".join(f"{r[c]:.3f}" for c in TARGET_COLUMNS)
+                  + f" | {r['train_seconds']:.0f} |")
+        cells = []
+        for c, target in zip(TARGET_COLUMNS, TARGETS[k]):
+            m, lo, hi = t_interval([r[c] for r in mine])
+            cells.append(f"{m:.3f} [{lo:.3f}, {hi:.3f}] vs ≥ {target}: {against(target, lo, hi)}")
+        print(f"| {k} | mean of {len(mine)} | " + " | ".join(cells) + " | |")
+
+
 def validation_loss(model, val) -> float:
     """The plain negative ELBO per document at the posterior means, as the trainer's val_loss (eval mode)."""
     import torch
@@ -186,7 +219,14 @@ def main() -> None:
     p.add_argument("--tune", action="store_true", help="validation scores of a small grid instead of the table")
     p.add_argument("--rows", type=int, nargs="+", help="with --tune: only these rows of TUNE_GRID (counted from 0)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    p.add_argument("--json", type=Path, help="also write the table's rows (with K and seed) to this file")
+    p.add_argument("--combine", type=Path, nargs="+", metavar="JSON",
+                   help="print our rows of earlier runs' --json files with their mean and 95%% interval over seeds "
+                        "against the targets (runs nothing)")
     a = p.parse_args()
+    if a.combine:
+        combine(a.combine)
+        return
     import torch
 
     if a.threads:
@@ -208,6 +248,8 @@ def main() -> None:
             print(json.dumps({"k": k, **rows[-1][2]}), flush=True)
             for name, r in other_rankings(Path(tmp) / f"run-{k}", splits.test).items():
                 rows.append((k, f"ours, same model, words by {name}", {**r, "seconds": 0.0}))
+    if a.json:
+        a.json.write_text(json.dumps([{"k": k, "seed": a.seed, "method": name, **r} for k, name, r in rows], indent=1))
     print("\n| K | method | NPMI (test) | diversity | probe acc | k-means NMI | wall s |")
     print("|---|---|---|---|---|---|---|")
     fmt = lambda r, key: f"{r[key]:.3f}" if key in r else "–"

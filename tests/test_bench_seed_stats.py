@@ -38,3 +38,24 @@ def test_combine_puts_seed_runs_together_and_refuses_a_repeated_seed(tmp_path: P
     (tmp_path / "other.json").write_text(json.dumps({"probe": []}))
     with pytest.raises(SystemExit, match="no cluster rows"):
         bench_represent.combine([tmp_path / "other.json"])
+
+
+def test_topics_combine_states_each_target_over_seeds(tmp_path: Path, capsys) -> None:
+    import bench_topics
+
+    files = []
+    for seed, npmi in ((0, 0.249), (1, 0.236), (2, 0.244)):
+        ours = {"k": 20, "seed": seed, "method": "ours: prodlda", "npmi": npmi, "diversity": 0.90, "probe_acc": 0.68,
+                "nmi": 0.55, "train_seconds": 180.0}
+        files.append(tmp_path / f"s{seed}.json")
+        files[-1].write_text(json.dumps([ours, {"k": 20, "seed": seed, "method": "scikit-learn LDA", "npmi": 0.17}]))
+    bench_topics.combine(files)
+    out = capsys.readouterr().out
+    # NPMI: mean 0.243, sd 0.00656, half-width 4.303 * 0.00656 / √3 = 0.0163: [0.227, 0.259], below 0.26
+    assert "0.243 [0.227, 0.259] vs ≥ 0.26: missed" in out
+    assert "0.900 [0.900, 0.900] vs ≥ 0.8: met" in out and "scikit-learn" not in out
+    with pytest.raises(SystemExit, match="repeat"):
+        bench_topics.combine(files + [files[0]])
+    (tmp_path / "anchors.json").write_text(json.dumps([{"k": 20, "seed": 0, "method": "scikit-learn LDA"}]))
+    with pytest.raises(SystemExit, match="no rows of ours"):
+        bench_topics.combine([tmp_path / "anchors.json"])
