@@ -199,15 +199,11 @@ def cluster_seed_table(rows: list[dict]) -> str:
 
 def combine(files: list[Path]) -> None:
     """The cluster tables of earlier runs' --json files together (seeds run one per process, side by side)."""
-    rows = []
-    for f in files:
-        got = json.loads(Path(f).read_text()).get("cluster")
-        if not got:
-            raise SystemExit(f"{f}: no cluster rows (write it with: bench_represent.py cluster --json {f})")
-        rows += got
-    seen = [(r["method"], r["seed"]) for r in rows]
-    if len(seen) != len(set(seen)):
-        raise SystemExit("the files repeat a (method, seed): each seed should come from one run")
+    from seed_stats import read_seed_runs  # benchmarks/seed_stats.py
+
+    rows = read_seed_runs(files, lambda run: run.get("cluster"), lambda r: (r["method"], r["seed"]),
+                          missing="no cluster rows (write it with: bench_represent.py cluster --json {f})",
+                          what="(method, seed)")
     print(f"\n## cluster, combined from {len(files)} runs: {', '.join(str(f) for f in files)}\n")
     print(cluster_table(rows), "\n", cluster_seed_table(rows), sep="\n")
 

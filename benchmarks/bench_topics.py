@@ -33,7 +33,7 @@ from latentforge.metrics.representation import representation_scores
 from latentforge.metrics.topics import binary_docs, npmi, top_words, topic_diversity
 from latentforge.tasks.topics import present_with
 from machine import cpu_model  # noqa: E402  (benchmarks/machine.py)
-from seed_stats import against, t_interval  # noqa: E402  (benchmarks/seed_stats.py)
+from seed_stats import against, read_seed_runs, t_interval  # noqa: E402  (benchmarks/seed_stats.py)
 
 # Chosen on validation documents with --tune (docs/results.md): documents weighted by 1 / their length, a sparser
 # Dirichlet prior (α 0.1) without dropout (TUNE_GRID row 10), topic words ranked by FREX with exclusivity weight 0.7
@@ -176,15 +176,9 @@ TARGET_COLUMNS = ("npmi", "diversity", "probe_acc", "nmi")  # the order of TARGE
 def combine(files: list[Path]) -> None:
     """Our rows of earlier runs' --json files together: each target column's mean and 95 % t-interval over the
     seeds, and whether the target is met, tied (inside the interval) or missed."""
-    rows = []
-    for f in files:
-        got = [r for r in json.loads(Path(f).read_text()) if r.get("method", "").startswith("ours:")]
-        if not got:
-            raise SystemExit(f"{f}: no rows of ours (write it with: bench_topics.py --k K --seed S --json {f})")
-        rows += got
-    seen = [(r["k"], r["seed"]) for r in rows]
-    if len(seen) != len(set(seen)):
-        raise SystemExit("the files repeat a (K, seed): each seed should come from one run")
+    rows = read_seed_runs(files, lambda run: [r for r in run if r.get("method", "").startswith("ours:")],
+                          lambda r: (r["k"], r["seed"]), what="(K, seed)",
+                          missing="no rows of ours (write it with: bench_topics.py --k K --seed S --json {f})")
     print(f"\n## ours over seeds, combined from {len(files)} runs\n")
     print("| K | seeds | " + " | ".join(TARGET_COLUMNS) + " | training s |")
     print("|---|---|" + "---|" * (len(TARGET_COLUMNS) + 1))
