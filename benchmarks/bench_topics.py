@@ -100,16 +100,39 @@ def ours(k: int, seed: int, flags: dict, out: Path) -> dict:
     return {**m["test"], "seconds": seconds, "train_seconds": m["train_seconds"], "best_epoch": m.get("best_epoch")}
 
 
+def ranked_scores(model, reference, **presentation) -> tuple[float, float]:
+    """NPMI of the model's topics on ``reference`` (a ``binary_docs`` matrix, built once by the caller) and their
+    diversity, with its words listed by ``presentation`` (tasks.topics.present_with's settings; same weights)."""
+    present_with(model, **presentation)
+    top = top_words(model.topic_word().numpy(), 25)
+    return npmi(top, reference, n=10), topic_diversity(top, n=25)
+
+
+def train_setting(setting: dict, k: int, seed: int, data, **fit_kw):
+    """(model, seconds): OURS' model with ``setting`` fitted as every --tune / --halves row is (Adam 2e-3, batch 200,
+    200 epochs, seeded)."""
+    import torch
+
+    from latentforge.models import build_model
+    from latentforge.train import TrainConfig, fit
+
+    torch.manual_seed(seed)
+    model = build_model(OURS["model"], input_shape=[data.x.shape[1]], latent_dim=k, **setting)
+    t0 = time.perf_counter()
+    fit(model, data, None, TrainConfig(epochs=200, lr=2e-3, batch_size=200, seed=seed, device="cpu", progress=False),
+        **fit_kw)
+    return model, round(time.perf_counter() - t0)
+
+
 def other_rankings(out: Path, test) -> dict[str, dict]:
     """Test NPMI and diversity of the trained run's topics under each of OTHER_RANKINGS (same weights)."""
     from latentforge.run import load_run
 
     model, _ = load_run(out)
+    reference = binary_docs(test.x)
     rows = {}
     for name, attrs in OTHER_RANKINGS.items():
-        present_with(model, **attrs)
-        top = top_words(model.topic_word().numpy(), 25)
-        rows[name] = {"npmi": npmi(top, binary_docs(test.x), n=10), "diversity": topic_diversity(top, n=25)}
+        rows[name] = dict(zip(("npmi", "diversity"), ranked_scores(model, reference, **attrs)))
     return rows
 
 
@@ -139,35 +162,26 @@ FLOORS_K = (0.0, 0.15, 0.2, 0.25, 0.3, 0.4)  # topic_min_docs_k: a topic word in
 def tune(k: int, seed: int, rows: list[int] | None = None) -> None:
     """Validation NPMI (the validation documents as reference) and diversity at three word rankings, and
     the validation documents' probe accuracy and k-means NMI, for each setting of TUNE_GRID (or its ``rows``)."""
-    import torch
-
-    from latentforge.models import build_model
     from latentforge.tasks import get_task
     from latentforge.tasks.base import RunOptions
     from latentforge.tasks.topics import document_codes
-    from latentforge.train import TrainConfig, fit
 
     task = get_task("topics")
     splits = task.load("20newsgroups", {}, RunOptions(seed=0))  # the same validation documents for every seed
     val = splits.validation
+    reference = binary_docs(val.x)
     for g in TUNE_GRID if rows is None else [TUNE_GRID[i] for i in rows]:
-        torch.manual_seed(seed)
-        model = build_model(OURS["model"], input_shape=[val.x.shape[1]], latent_dim=k, **g)
-        t0 = time.perf_counter()
-        fit(model, splits.train, None, TrainConfig(epochs=200, lr=2e-3, batch_size=200, seed=seed, device="cpu",
-                                                   progress=False), validation=val, monitor=task.monitor(splits))
-        row = {"k": k, "seed": seed, **g, "seconds": round(time.perf_counter() - t0)}
+        model, seconds = train_setting(g, k, seed, splits.train, validation=val, monitor=task.monitor(splits))
+        row = {"k": k, "seed": seed, **g, "seconds": seconds}
         row.update({k_: round(v, 4) for k_, v in representation_scores(document_codes(model, val),
                                                                        np.asarray(val.y)).items()})
         row["val_loss"] = round(validation_loss(model, val), 2)
         # topic_max_docs: no ceiling, or words in at most 30 % of the training documents
         for cap, floor_k in [(1.0, f) for f in FLOORS_K] + [(0.3, 0.0)]:
             for name, r in RANKINGS.items():
-                present_with(model, **r, topic_max_docs=cap, topic_min_docs_k=floor_k)
-                top = top_words(model.topic_word().numpy(), 25)
                 key = name + ("" if cap == 1.0 else f", max docs {cap}") + (f", min docs {floor_k}/K" if floor_k else "")
-                row[f"npmi@{key}"] = round(npmi(top, binary_docs(val.x), n=10), 4)
-                row[f"diversity@{key}"] = round(topic_diversity(top, n=25), 4)
+                score, diversity = ranked_scores(model, reference, **r, topic_max_docs=cap, topic_min_docs_k=floor_k)
+                row[f"npmi@{key}"], row[f"diversity@{key}"] = round(score, 4), round(diversity, 4)
         print(json.dumps(row), flush=True)
 
 
@@ -205,32 +219,21 @@ def halves(k: int, seed: int) -> None:
     documents (validation ones included, none of the test documents) are split in two fixed halves; the measured
     setting is trained on one half and its topics' NPMI is taken on the other, for each fold and each ranking × floor
     (diversity is the model's own, and a half-data model's runs ~0.04 above a full one's)."""
-    import torch
-
-    from latentforge.models import build_model
     from latentforge.tasks import get_task
     from latentforge.tasks.base import RunOptions
-    from latentforge.train import TrainConfig, fit
 
     train = get_task("topics").load("20newsgroups", {}, RunOptions(seed=0)).train
     order = np.random.default_rng(123).permutation(len(train))
     parts = [np.sort(order[: len(train) // 2]), np.sort(order[len(train) // 2:])]
-    setting = TUNE_GRID[10]  # OURS' training setting
     for fold in (0, 1):
-        torch.manual_seed(seed)
-        model = build_model(OURS["model"], input_shape=[train.x.shape[1]], latent_dim=k, **setting)
-        t0 = time.perf_counter()
-        fit(model, train.subset(parts[fold]), None, TrainConfig(epochs=200, lr=2e-3, batch_size=200, seed=seed,
-                                                                device="cpu", progress=False))
+        model, seconds = train_setting(TUNE_GRID[10], k, seed, train.subset(parts[fold]))  # OURS' training setting
         reference = binary_docs(train.subset(parts[1 - fold]).x)
         row = {"k": k, "seed": seed, "fold": fold, "documents": [len(parts[fold]), len(parts[1 - fold])],
-               "seconds": round(time.perf_counter() - t0)}
+               "seconds": seconds}
         for name, r in HALVES_RANKINGS.items():
             for floor_k in HALVES_FLOORS_K:
-                present_with(model, **r, topic_min_docs_k=floor_k)
-                top = top_words(model.topic_word().numpy(), 25)
-                row[f"{name}, min docs {floor_k}/K"] = [round(npmi(top, reference, n=10), 4),
-                                                        round(topic_diversity(top, n=25), 4)]
+                score, diversity = ranked_scores(model, reference, **r, topic_min_docs_k=floor_k)
+                row[f"{name}, min docs {floor_k}/K"] = [round(score, 4), round(diversity, 4)]
         print(json.dumps(row), flush=True)
 
 
