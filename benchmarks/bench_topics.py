@@ -32,7 +32,7 @@ import numpy as np
 from latentforge.data.text import load_text_splits
 from latentforge.metrics.representation import representation_scores
 from latentforge.metrics.topics import binary_docs, npmi, top_words, topic_diversity
-from latentforge.tasks.topics import present_with
+from latentforge.tasks.topics import DIVERSITY_TOP, TOP, present_with
 from machine import cpu_model  # noqa: E402  (benchmarks/machine.py)
 from seed_stats import against, read_seed_runs, t_interval  # noqa: E402  (benchmarks/seed_stats.py)
 
@@ -57,9 +57,15 @@ PUBLISHED = {  # the issue's table (same data, measured by the issue's author)
 }
 
 
+def word_scores(topic_word: np.ndarray, reference) -> tuple[float, float]:
+    """NPMI of each topic's first TOP words on ``reference`` (a ``binary_docs`` matrix) and the diversity of their
+    first DIVERSITY_TOP words: what ``latentforge evaluate`` reports, for any (K, V) word-score matrix."""
+    top = top_words(topic_word, DIVERSITY_TOP)
+    return npmi(top, reference, n=TOP), topic_diversity(top, n=DIVERSITY_TOP)
+
+
 def topic_scores(topic_word: np.ndarray, codes: np.ndarray, test) -> dict:
-    top = top_words(topic_word, 25)
-    return {"npmi": npmi(top, binary_docs(test.x), n=10), "diversity": topic_diversity(top, n=25),
+    return {**dict(zip(("npmi", "diversity"), word_scores(topic_word, binary_docs(test.x)))),
             **representation_scores(codes, np.asarray(test.y))}
 
 
@@ -104,8 +110,7 @@ def ranked_scores(model, reference, **presentation) -> tuple[float, float]:
     """NPMI of the model's topics on ``reference`` (a ``binary_docs`` matrix, built once by the caller) and their
     diversity, with its words listed by ``presentation`` (tasks.topics.present_with's settings; same weights)."""
     present_with(model, **presentation)
-    top = top_words(model.topic_word().numpy(), 25)
-    return npmi(top, reference, n=10), topic_diversity(top, n=25)
+    return word_scores(model.topic_word().numpy(), reference)
 
 
 def train_setting(setting: dict, k: int, seed: int, data, **fit_kw):
